@@ -1,0 +1,52 @@
+# Course lab on pruning and quantization. Every target creates .venv when it is missing.
+#   make lab        set up, prepare data where possible, start JupyterLab on the labs
+#   make test       set up and run the whole test suite (what CI runs)
+#   make run LAB=lab1_pruning PROFILE=smoke   execute a solution notebook headless into runs/
+#   make release    regenerate the student notebooks from autograder/source/
+#   make data [FROM=path/to/cifar10-copy]     prepare CIFAR-10 and the dense checkpoint
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LAB ?= lab1_pruning
+PROFILE ?= smoke
+FROM ?=
+
+.PHONY: lab test run release data venv lint format clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lab: $(STAMP)
+	-$(BIN)/python -m helpers data $(if $(FROM),--from $(FROM))
+	-$(BIN)/python -m helpers checkpoint
+	$(BIN)/jupyter lab lab1_pruning.ipynb lab3_quant_prune.ipynb
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+run: $(STAMP)
+	$(BIN)/python -m autograder run --lab $(LAB) --profile $(PROFILE) --out runs
+
+release: $(STAMP)
+	$(BIN)/python -m autograder release
+
+data: $(STAMP)
+	$(BIN)/python -m helpers data $(if $(FROM),--from $(FROM))
+	$(BIN)/python -m helpers checkpoint
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

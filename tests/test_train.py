@@ -1,0 +1,402 @@
+"""Does the one training loop train, step its schedule and callbacks, evaluate honestly and
+resume the dense recipe after an interruption?"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import helpers.checkpoints
+import helpers.data
+import helpers.train
+from helpers.checkpoints import load_checkpoint
+from helpers.data import DeviceLoader, make_synthetic
+from helpers.models import VGG
+from helpers.profiles import SMALL_VGG_ARCH, get_profile
+from helpers.train import (
+    TriangularLR,
+    evaluate,
+    make_finetune_setup,
+    partial_path,
+    train,
+    train_dense,
+    train_dense_cli,
+)
+
+TINY_ARCH = (8, "M", 16, "M", 16, "M")
+# The smoke profile with an even smaller VGG, for fast runs of the dense recipe.
+TINY_PROFILE = dataclasses.replace(get_profile("smoke"), name="tiny-test", arch=TINY_ARCH)
+
+
+@pytest.fixture(autouse=True)
+def lab_data(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own empty LAB_DATA and the CPU, never the real data/ folder."""
+    root = tmp_path / "data"
+    monkeypatch.setenv("LAB_DATA", str(root))
+    monkeypatch.setenv("LAB_DEVICE", "cpu")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data() -> dict:
+    return make_synthetic(256, 128, seed=0)
+
+
+def loaders(data: dict, batch_size: int = 32, seed: int = 0) -> dict[str, DeviceLoader]:
+    return {
+        "train": DeviceLoader(
+            data["train_images"],
+            data["train_labels"],
+            batch_size,
+            shuffle=True,
+            augment=True,
+            seed=seed,
+            device="cpu",
+        ),
+        "test": DeviceLoader(data["test_images"], data["test_labels"], 64, device="cpu"),
+    }
+
+
+def tiny_model(seed: int = 0) -> VGG:
+    torch.manual_seed(seed)
+    return VGG(TINY_ARCH)
+
+
+class CountingScheduler:
+    """A scheduler stand-in that records when it is stepped."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, log: list) -> None:
+        self.optimizer, self.log = optimizer, log
+
+    def step(self) -> None:
+        self.log.append("scheduler")
+
+
+def test_train_reduces_the_loss_and_returns_the_sample_mean(data):
+    """Does the epoch loss fall over epochs, and is it the mean over samples of batch losses?"""
+    model = tiny_model()
+    seen: list[tuple[float, int]] = []
+
+    class Recording(nn.CrossEntropyLoss):
+        def forward(self, logits, targets):
+            loss = super().forward(logits, targets)
+            seen.append((loss.item(), len(targets)))
+            return loss
+
+    criterion = Recording()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    dataloader = loaders(data, batch_size=48)["train"]  # 256 = 5 * 48 + 16: a short last batch
+    losses = []
+    for _ in range(4):
+        seen.clear()
+        losses.append(train(model, dataloader, criterion, optimizer))
+        expected = sum(loss * n for loss, n in seen) / sum(n for _, n in seen)
+        assert losses[-1] == pytest.approx(expected, rel=1e-5)
+        assert sum(n for _, n in seen) == 256
+    assert losses[-1] < losses[0]
+    assert model.training
+
+
+def test_scheduler_steps_once_per_batch_and_callbacks_follow_each_optimizer_step(data):
+    """Is the scheduler stepped len(dataloader) times, each callback right after each step?"""
+    model = tiny_model()
+    log: list[str] = []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    original_step = optimizer.step
+
+    def logged_step(*args, **kwargs):
+        log.append("optimizer")
+        return original_step(*args, **kwargs)
+
+    optimizer.step = logged_step
+    dataloader = loaders(data)["train"]
+    train(
+        model,
+        dataloader,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        CountingScheduler(optimizer, log),
+        callbacks=[lambda: log.append("a"), lambda: log.append("b")],
+    )
+    assert len(dataloader) == 8
+    assert log == ["optimizer", "scheduler", "a", "b"] * len(dataloader)
+
+
+def test_callbacks_see_the_updated_weights(data):
+    """Can a callback re-apply a pruning mask so that the masked weights stay zero?"""
+    model = tiny_model()
+    weight = model.backbone.conv1.weight
+    mask = torch.rand_like(weight) > 0.5
+
+    def apply_mask():
+        with torch.no_grad():
+            weight.mul_(mask)
+
+    apply_mask()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    train(model, loaders(data)["train"], nn.CrossEntropyLoss(), optimizer, callbacks=[apply_mask])
+    assert torch.all(weight[~mask] == 0)
+    assert torch.count_nonzero(weight[mask]) == mask.sum()
+
+
+def test_max_steps_stops_early(data):
+    """Does max_steps cut the epoch to that many optimizer and scheduler steps?"""
+    model = tiny_model()
+    log: list[str] = []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    train(
+        model,
+        loaders(data)["train"],
+        nn.CrossEntropyLoss(),
+        optimizer,
+        CountingScheduler(optimizer, log),
+        max_steps=3,
+    )
+    assert log == ["scheduler"] * 3
+
+
+def brute_force_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy in percent, one image at a time, counted by hand."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for image, label in zip(images, labels, strict=True):
+            logits = model(image[None].float() / 255)
+            correct += int(logits.argmax(dim=1).item() == label.item())
+    return 100 * correct / len(labels)
+
+
+def test_evaluate_matches_a_brute_force_count(data):
+    """Is evaluate's accuracy the per-image count, in percent, for a partly trained model?"""
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    train(model, loaders(data)["train"], nn.CrossEntropyLoss(), optimizer)
+    accuracy = evaluate(model, loaders(data)["test"], verbose=False)
+    expected = brute_force_accuracy(model, data["test_images"], data["test_labels"])
+    assert 0 < expected < 100  # a meaningful comparison, not all right or all wrong
+    assert accuracy == pytest.approx(expected)
+
+
+def test_evaluate_restores_training_flags_and_leaves_statistics_alone(data):
+    """Does evaluate put back each module's mode (mixed too) and leave BN statistics alone?"""
+    model = tiny_model()
+    model.train()
+    model.backbone.bn1.eval()  # a mix of modes must survive
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    evaluate(model, loaders(data)["test"], verbose=False)
+    assert model.training and model.backbone.bn0.training
+    assert not model.backbone.bn1.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.eval()
+    evaluate(model, loaders(data)["test"], verbose=False)
+    assert not any(m.training for m in model.modules())
+
+
+def test_plain_dataloader_works_like_the_device_loader(data):
+    """Do train and evaluate accept a torch DataLoader over a TensorDataset, same numbers?"""
+    model = tiny_model()
+    test_x = data["test_images"].float() / 255
+    plain = DataLoader(TensorDataset(test_x, data["test_labels"]), batch_size=50)
+    assert evaluate(model, plain, verbose=False) == pytest.approx(
+        evaluate(model, loaders(data)["test"], verbose=False)
+    )
+    train_x = data["train_images"].float() / 255
+    train_loader = DataLoader(TensorDataset(train_x, data["train_labels"]), batch_size=32)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss = train(model, train_loader, nn.CrossEntropyLoss(), optimizer)
+    assert loss == loss and loss > 0  # finite and positive
+
+
+def test_evaluate_applies_extra_preprocess(data):
+    """Does extra_preprocess transform each batch before the model sees it?"""
+    model = tiny_model().eval()
+    zero = evaluate(
+        model, loaders(data)["test"], verbose=False, extra_preprocess=[torch.zeros_like]
+    )
+    with torch.no_grad():
+        prediction = model(torch.zeros(1, 3, 32, 32)).argmax().item()
+    expected = 100 * (data["test_labels"] == prediction).float().mean().item()
+    assert zero == pytest.approx(expected)
+
+
+def test_finetune_setup_decays_once_per_step_to_zero():
+    """Is make_finetune_setup's learning rate a single cosine over epochs * steps?"""
+    model = tiny_model()
+    criterion, optimizer, scheduler = make_finetune_setup(model, num_epochs=2, steps_per_epoch=5)
+    assert isinstance(criterion, nn.CrossEntropyLoss)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.9, 5e-4)
+    lrs = []
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[4] == pytest.approx(0.005)  # half-way: cos(pi / 2)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_triangular_schedule_is_linear_up_then_down():
+    """Does the one-cycle factor rise linearly to 1 at the peak and fall linearly to 0?"""
+    f = TriangularLR(peak_step=5, total_steps=20)
+    assert [f(s) for s in (0, 1, 5, 10, 20)] == pytest.approx([0, 0.2, 1, 2 / 3, 0])
+
+
+def run_dense(data, out, **kwargs):
+    return train_dense(
+        TINY_PROFILE,
+        epochs=kwargs.pop("epochs", 2),
+        lr=0.05,
+        batch_size=32,
+        out=out,
+        seed=0,
+        device="cpu",
+        dataloaders=loaders(data),
+        verbose=kwargs.pop("verbose", False),
+        **kwargs,
+    )
+
+
+def test_train_dense_writes_a_checkpoint_that_loads(data, tmp_path):
+    """Does train_dense save an MIT-layout file that loads and scores its recorded accuracy?"""
+    profile = TINY_PROFILE
+    small_loaders = loaders(data)
+    result = train_dense(
+        profile,
+        epochs=2,
+        lr=0.05,
+        batch_size=32,
+        out=tmp_path / "dense.pth",
+        device="cpu",
+        dataloaders=small_loaders,
+        verbose=False,
+    )
+    assert result.path == tmp_path / "dense.pth" and not partial_path(result.path).exists()
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    model = VGG(profile.arch)
+    meta = load_checkpoint(model, result.path)
+    assert meta["recipe"]["epochs"] == 2 and meta["arch"] == list(TINY_ARCH)
+    assert meta["test_accuracy"] == pytest.approx(result.test_accuracy)
+    assert evaluate(model, small_loaders["test"], verbose=False) == pytest.approx(
+        result.test_accuracy
+    )
+
+
+def test_train_dense_resumes_after_an_interruption(data, tmp_path, monkeypatch):
+    """Killed during epoch 2, does a rerun continue from epoch 1 and end bit-identical?"""
+    uninterrupted = run_dense(data, tmp_path / "a.pth").model
+
+    out = tmp_path / "b.pth"
+    real_evaluate = helpers.train.evaluate
+    calls = []
+
+    def killed_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C before epoch 2 was saved
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(helpers.train, "evaluate", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_dense(data, out)
+    assert partial_path(out).exists() and not out.exists()
+    monkeypatch.setattr(helpers.train, "evaluate", real_evaluate)
+
+    epochs_run = []
+    real_epoch = helpers.train._train_epoch
+
+    def counting_epoch(*args, **kwargs):
+        epochs_run.append(kwargs.get("desc"))
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(helpers.train, "_train_epoch", counting_epoch)
+    resumed = run_dense(data, out)
+    assert epochs_run == ["epoch 2/2"]
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    for key, value in uninterrupted.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_train_dense_ignores_a_partial_made_with_other_settings(data, tmp_path, capsys):
+    """Is a .partial from another recipe (other epochs) ignored, with a notice, not mixed in?"""
+    out = tmp_path / "c.pth"
+    helpers.checkpoints.save_atomic({"config": {"epochs": 1}, "epoch": 1}, partial_path(out))
+    result = run_dense(data, out, verbose=True)
+    assert "ignoring" in capsys.readouterr().out
+    assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_no_resume_starts_from_scratch(data, tmp_path, monkeypatch):
+    """Does resume=False train every epoch even when a matching .partial exists?"""
+    out = tmp_path / "d.pth"
+    real_evaluate = helpers.train.evaluate
+    calls = []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(helpers.train, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_dense(data, out)
+    monkeypatch.setattr(helpers.train, "evaluate", real_evaluate)
+    result = run_dense(data, out, resume=False)
+    assert len(result.history) == 2 and not partial_path(out).exists()
+
+
+def test_cli_passes_the_recipe_and_profile(monkeypatch, tmp_path):
+    """Do the command-line flags reach train_dense, with the smoke recipe as smoke defaults?"""
+    seen = {}
+
+    def fake_train_dense(profile, **kwargs):
+        seen.update(kwargs, profile=profile.name)
+
+    monkeypatch.setattr(helpers.train, "train_dense", fake_train_dense)
+    argv = ["--profile", "full", "--epochs", "3", "--lr", "0.2", "--batch-size", "256"]
+    argv += ["--out", str(tmp_path / "x.pth"), "--label-smoothing", "0.1", "--no-resume"]
+    assert train_dense_cli(argv + ["--seed", "4"]) == 0
+    assert seen["profile"] == "full" and seen["epochs"] == 3 and seen["lr"] == 0.2
+    assert seen["batch_size"] == 256 and seen["label_smoothing"] == 0.1
+    assert seen["out"] == tmp_path / "x.pth" and seen["resume"] is False and seen["seed"] == 4
+    seen.clear()
+    assert train_dense_cli(["--profile", "full"]) == 0
+    assert (seen["epochs"], seen["lr"], seen["batch_size"]) == (20, 0.4, 512)
+    assert seen["momentum"] == 0.9 and seen["weight_decay"] == 5e-4
+    seen.clear()
+    assert train_dense_cli(["--profile", "smoke"]) == 0
+    recipe = helpers.train.SMOKE_RECIPE
+    assert (seen["epochs"], seen["lr"], seen["batch_size"]) == (
+        recipe.epochs,
+        recipe.lr,
+        recipe.batch_size,
+    )
+
+
+def test_cli_without_cifar_explains_how_to_get_it(capsys):
+    """Under the full profile with no prepared CIFAR-10, does it exit 1 with the data hint?"""
+    assert train_dense_cli(["--profile", "full", "--epochs", "1"]) == 1
+    assert "python -m helpers data" in capsys.readouterr().err
+
+
+def test_cli_unknown_profile_is_a_usage_error(capsys):
+    assert train_dense_cli(["--profile", "nope"]) == 2
+    assert "unknown profile" in capsys.readouterr().err
+
+
+def test_cli_smoke_trains_for_real(monkeypatch, lab_data, capsys):
+    """Under smoke, does the command train the small VGG on synthetic data and save it?"""
+    monkeypatch.setattr(helpers.data, "SYNTHETIC_TRAIN", 384)  # 128 after the validation split
+    monkeypatch.setattr(helpers.data, "SYNTHETIC_TEST", 64)
+    assert train_dense_cli(["--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "wall time" in out
+    path = helpers.train.default_dense_path(get_profile("smoke"))
+    assert path.parent == lab_data
+    load_checkpoint(VGG(SMALL_VGG_ARCH), path)
