@@ -1,0 +1,309 @@
+"""``python -m autograder``: release, run, validate and grade the labs.
+
+Exit status: 0 when the command did its job; 1 when a check failed (a refused release, a
+committed release out of date, a failing cell in ``run`` or ``validate``); 2 for wrong usage.
+``grade`` exits 0 whenever it graded what it could: bad submissions are rows, not failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+from autograder.course import COURSE_ROOT, REPO_ROOT, Course
+from autograder.execute import Limits
+from autograder.notebooks import LabError
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder",
+        description="Release, run, validate and grade the course's nbgrader labs.",
+        epilog="Run `python -m autograder COMMAND --help` for a command's options.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--course",
+        type=Path,
+        default=COURSE_ROOT,
+        metavar="DIR",
+        help="nbgrader course root holding source/<lab>/<lab>.ipynb (default: %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    release = commands.add_parser(
+        "release",
+        parents=[common],
+        help="regenerate the student notebooks (<repo>/<lab>.ipynb) from the sources",
+        description=(
+            "Run nbgrader generate_assignment for each lab (or --lab) and write the student "
+            "notebook, outputs cleared and byte-deterministic. By default the release is "
+            "refused (exit 1) unless the solution passes every autograded cell and the blank "
+            "release fails every one, both run under LAB_PROFILE=smoke."
+        ),
+    )
+    release.add_argument("--lab", help="one lab (default: every lab under source/)")
+    release.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="grade the solution and the blank release before writing (default: on)",
+    )
+    release.add_argument(
+        "--check-only",
+        action="store_true",
+        help="write nothing; exit 1 if the committed release differs from a fresh one",
+    )
+    release.add_argument(
+        "--release-dir",
+        type=Path,
+        default=REPO_ROOT,
+        help="where the student notebooks go (default: %(default)s)",
+    )
+
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="execute a lab's solution notebook headless; keep the outputs and figures",
+        description=(
+            "Execute the source (solution) notebook with LAB_PROFILE set, write the executed "
+            "notebook to OUT/<lab>-<profile>.ipynb and its PNG figures under "
+            "OUT/<lab>-<profile>_files/, and print the wall time. Stops at the first error "
+            "(exit 1)."
+        ),
+    )
+    run.add_argument("--lab", required=True)
+    run.add_argument(
+        "--profile",
+        default=os.environ.get("LAB_PROFILE") or "smoke",
+        help="full, quick or smoke (default: $LAB_PROFILE, else smoke)",
+    )
+    run.add_argument("--out", type=Path, default=REPO_ROOT / "runs", help="default: runs/")
+    run.add_argument("--timeout", type=_positive_float, help="seconds per cell (default: none)")
+
+    validate = commands.add_parser(
+        "validate",
+        parents=[common],
+        help="check your notebook before submitting: which autograded cells pass",
+        description=(
+            "Run NOTEBOOK as it is (visible checks only; hidden tests run at grading) the way "
+            "the grader runs it, and say which autograded cells pass and which fail, and why. "
+            "Exit 1 when a cell fails."
+        ),
+    )
+    validate.add_argument("notebook", type=Path, metavar="NOTEBOOK")
+    validate.add_argument("--lab", help="default: inferred from the notebook's cells or name")
+    validate.add_argument("--profile", default="smoke", help="default: smoke, as in grading")
+    _limit_options(validate)
+
+    grade = commands.add_parser(
+        "grade",
+        parents=[common],
+        help="grade submissions into DIR/grades.csv, DIR/totals.csv and DIR/feedback/",
+        description=(
+            "Grade each SUBMISSION: a notebook file (student = file name without extension), "
+            "a folder of them, an nbgrader submitted/ tree (submitted/<student>/<lab>/<lab>"
+            ".ipynb) or a zip of those. Test and locked cells are restored from the source "
+            "(status tampered when changed); each notebook runs in its own kernel under "
+            "LAB_PROFILE=smoke with time and memory limits. Results are kept per student in "
+            "DIR/.results/, so running the same command again after an interruption grades "
+            "only what is missing. A student with two submissions is graded on the newest."
+        ),
+    )
+    grade.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION")
+    grade.add_argument("--lab", required=True)
+    grade.add_argument("--out", type=Path, required=True, metavar="DIR")
+    grade.add_argument(
+        "--jobs", type=_positive_int, default=1, help="submissions graded in parallel (default 1)"
+    )
+    grade.add_argument("--profile", default="smoke", help="default: smoke")
+    grade.add_argument(
+        "--regrade", action="store_true", help="grade again even what DIR/.results already has"
+    )
+    grade.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _limit_options(grade)
+    return parser
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    defaults = Limits()
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=defaults.cell_timeout,
+        metavar="S",
+        help="seconds per cell (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--notebook-timeout",
+        type=_positive_float,
+        default=defaults.notebook_timeout,
+        metavar="S",
+        help="seconds for the whole notebook (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=_positive_int,
+        default=defaults.memory_mb,
+        metavar="M",
+        help="address-space cap of the kernel in MiB (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="OMP/MKL/torch threads per kernel (default: CPU cores / jobs)",
+    )
+
+
+def _limits(args: argparse.Namespace, jobs: int = 1) -> Limits:
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return Limits(
+        cell_timeout=args.timeout,
+        notebook_timeout=args.notebook_timeout,
+        memory_mb=args.memory_mb,
+        threads=threads,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    course = Course(root=args.course.resolve(), **_course_extras(args))
+    try:
+        if args.command == "release":
+            return _release(args, course)
+        if args.command == "run":
+            return _run(args, course)
+        if args.command == "validate":
+            return _validate(args, course)
+        return _grade(args, course)
+    except LabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _course_extras(args: argparse.Namespace) -> dict:
+    if args.command == "release":
+        return {"release_dir": args.release_dir.resolve()}
+    return {}
+
+
+def _release(args: argparse.Namespace, course: Course) -> int:
+    from autograder.release import ReleaseError, check, committed_matches, generate
+
+    labs = [args.lab] if args.lab else course.labs()
+    if not labs:
+        print(f"error: no labs under {course.root / 'source'}", file=sys.stderr)
+        return 2
+    for lab in labs:
+        course.load(lab)
+    status = 0
+    for lab in labs:
+        try:
+            if args.check_only:
+                same, _ = committed_matches(course, lab)
+                path = course.release_path(lab)
+                if same:
+                    print(f"{lab}: {path} is up to date")
+                else:
+                    print(f"{lab}: {path} differs from a fresh release; run `make release`")
+                    status = 1
+                continue
+            text = generate(course, lab)
+            if args.check:
+                print(f"{lab}: grading the solution and the blank release (smoke)...", flush=True)
+                found = check(course, lab, text)
+                if not found.ok:
+                    print(found.describe(), file=sys.stderr)
+                    print(f"{lab}: release refused; nothing written", file=sys.stderr)
+                    status = 1
+                    continue
+                print(f"{lab}: check passed ({found.seconds:.0f} s per notebook)")
+            path = course.release_path(lab)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            old = path.read_text(encoding="utf-8") if path.is_file() else None
+            path.write_text(text, encoding="utf-8")
+            print(f"{lab}: wrote {path}" + (" (unchanged)" if old == text else ""))
+        except ReleaseError as error:
+            print(f"error: {error}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _run(args: argparse.Namespace, course: Course) -> int:
+    from autograder.run import run_lab
+
+    report = run_lab(course, args.lab, args.profile, args.out, cell_timeout=args.timeout)
+    print(
+        f"{args.lab} ({args.profile}): {report.seconds:.1f} s wall time, {report.cells} code "
+        f"cells; wrote {report.notebook} and {len(report.figures)} figures"
+    )
+    if report.failed is not None:
+        print(f"cell {report.failed} failed:\n{report.failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _validate(args: argparse.Namespace, course: Course) -> int:
+    from autograder.validate import validate
+
+    if not args.notebook.is_file():
+        print(f"error: no such notebook: {args.notebook}", file=sys.stderr)
+        return 2
+    result = validate(args.notebook, course, args.lab, _limits(args), args.profile)
+    print("\n".join(result.lines))
+    return 0 if result.passed else 1
+
+
+def _grade(args: argparse.Namespace, course: Course) -> int:
+    from autograder.grade import Settings, UsageError, grade_batch
+
+    settings = Settings(
+        course=course, lab=args.lab, limits=_limits(args, args.jobs), profile=args.profile
+    )
+    course.load(args.lab)
+    try:
+        batch = grade_batch(
+            args.submissions,
+            args.out,
+            settings,
+            jobs=args.jobs,
+            progress=not args.no_progress,
+            regrade=args.regrade,
+        )
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the students graded so far are kept in "
+            f"{args.out / '.results'}; run the same command again to finish",
+            file=sys.stderr,
+        )
+        return 130
+    counts = Counter(r["status"] for r in batch.results if r["lab"] == args.lab)
+    summary = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
+    print(
+        f"graded {len(batch.graded)}, kept {len(batch.skipped)} graded before, ignored "
+        f"{len(batch.ignored)} older duplicates; totals by status: {summary or 'none'}"
+    )
+    print(f"wrote {args.out / 'grades.csv'}, {args.out / 'totals.csv'}, {args.out / 'feedback'}/")
+    return 0

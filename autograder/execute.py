@@ -1,0 +1,357 @@
+"""Run a notebook cell by cell in a separate, limited kernel process.
+
+The kernel is an ordinary IPython kernel started by jupyter_client with a small launcher that
+first sets ``RLIMIT_AS`` (the memory cap, in MiB of address space) and drops the editable-install
+import hook, so ``import autograder`` does not resolve from the kernel. Each code cell runs
+with a time limit (never longer than what is left of the notebook's limit); a cell past its
+limit is interrupted and the kernel goes on with the next cell, unless it does not respond, in
+which case it is killed. A dead kernel (``os._exit``, a segfault, the memory cap) ends the run;
+the cells not run are reported as such. Outputs are capped in bytes; the kernel's whole process
+group is killed at the end, so children it started do not outlive it (unless they left the
+group on purpose).
+
+A cell *passes* iff its ``execute_reply`` says ``ok``: printing to stderr or warning never fails
+a cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode, v4
+from traitlets import Integer
+
+# Environment variables passed through to the kernel; everything else is dropped.
+PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "SHELL")
+
+_LAUNCHER = """\
+import resource, sys
+limit = {limit}
+if limit:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+sys.meta_path[:] = [f for f in sys.meta_path
+                    if not getattr(f, "__module__", "").startswith("__editable__")]
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+from ipykernel.kernelapp import launch_new_instance
+launch_new_instance()
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one notebook run. ``None`` or 0 means no limit."""
+
+    cell_timeout: float | None = 300.0  # seconds per cell
+    notebook_timeout: float | None = 900.0  # seconds for the whole notebook
+    memory_mb: int | None = 8192  # address space (RLIMIT_AS) of the kernel, MiB
+    threads: int = 1  # OMP/MKL/torch threads
+    output_bytes: int = 2_000_000  # kept per cell; the rest is dropped with a notice
+    startup_timeout: float = 120.0
+
+
+@dataclass
+class CellRun:
+    """What happened to one code cell."""
+
+    status: str  # ok | error | timeout | dead | not_run
+    seconds: float = 0.0
+    ename: str = ""
+    evalue: str = ""
+    traceback: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class Execution:
+    """A notebook after a run: the executed cells, per-cell results and why it stopped early."""
+
+    notebook: NotebookNode
+    runs: dict[int, CellRun]  # cell index -> result, for every code cell
+    stopped: str | None  # why cells were not run, or None when every cell ran
+    stopped_status: str | None  # "timeout" or "error" for the cells not run
+    seconds: float
+
+
+def kernel_env(
+    extra: dict[str, str] | None = None, threads: int = 1, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """A minimal, reproducible environment for a kernel: no secrets, fixed seeds and threads."""
+    base = os.environ if base is None else base
+    env = {key: base[key] for key in PASSED_ENV if key in base}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+    threads_text = str(max(1, int(threads)))
+    env.update(
+        {
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": threads_text,
+            "MKL_NUM_THREADS": threads_text,
+            "OPENBLAS_NUM_THREADS": threads_text,
+            "NUMEXPR_NUM_THREADS": threads_text,
+            "TORCH_NUM_THREADS": threads_text,
+            "MPLBACKEND": "Agg",
+            "TQDM_DISABLE": "1",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            "JUPYTER_PLATFORM_DIRS": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+class _LimitedKernelManager(AsyncKernelManager):
+    """Starts ipykernel through a launcher that applies the memory cap first."""
+
+    memory_bytes = Integer(0)
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        code = _LAUNCHER.format(limit=int(self.memory_bytes))
+        return [sys.executable, "-c", code, "-f", os.path.realpath(self.connection_file)] + list(
+            extra_arguments or []
+        )
+
+
+class _CappedClient(NotebookClient):
+    """A NotebookClient that keeps at most ``output_bytes`` of output per cell."""
+
+    output_bytes = Integer(2_000_000)
+
+    def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001, ANN201
+        content = msg.get("content", {})
+        size = len(str(content.get("text", ""))) + sum(
+            len(str(value)) for value in content.get("data", {}).values()
+        )
+        used = self._output_used.get(cell_index, 0) + size
+        self._output_used[cell_index] = used
+        if used > self.output_bytes and msg.get("msg_type") != "error":
+            if cell_index not in self._output_cut:
+                self._output_cut.add(cell_index)
+                notice = v4.new_output(
+                    "stream",
+                    name="stderr",
+                    text=f"\n[autograder: output beyond {self.output_bytes:,} bytes dropped]\n",
+                )
+                outs.append(notice)
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def execute(
+    notebook: NotebookNode,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    limits: Limits = Limits(),
+    stop_on_error: bool = False,
+    on_cell: Callable[[int, CellRun], None] | None = None,
+    kernel_log: Path | None = None,
+) -> Execution:
+    """Run every code cell of ``notebook`` (in place) in a fresh kernel; see the module doc.
+
+    The kernel process's own stdout and stderr (not the cells' outputs) go to ``kernel_log``,
+    or nowhere.
+    """
+    if kernel_log is None:
+        return asyncio.run(_execute(notebook, cwd, env, limits, stop_on_error, on_cell, None))
+    with open(kernel_log, "ab") as log:
+        return asyncio.run(_execute(notebook, cwd, env, limits, stop_on_error, on_cell, log))
+
+
+async def _execute(
+    notebook: NotebookNode,
+    cwd: Path,
+    env: dict[str, str],
+    limits: Limits,
+    stop_on_error: bool,
+    on_cell: Callable[[int, CellRun], None] | None,
+    log: BinaryIO | None,
+) -> Execution:
+    start = time.monotonic()
+    memory = int(limits.memory_mb or 0) << 20
+    km = _LimitedKernelManager(kernel_name="python3", memory_bytes=memory)
+    replies: dict[int, dict] = {}
+
+    def remember(cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
+        replies[cell_index] = execute_reply
+
+    client = _CappedClient(
+        notebook,
+        km=km,
+        kernel_name="python3",
+        allow_errors=True,
+        interrupt_on_timeout=False,
+        record_timing=False,
+        startup_timeout=int(limits.startup_timeout),
+        iopub_timeout=10,
+        output_bytes=limits.output_bytes,
+        on_cell_executed=remember,
+        resources={"metadata": {"path": str(cwd)}},
+    )
+    client._output_used, client._output_cut = {}, set()
+    runs: dict[int, CellRun] = {}
+    stopped: str | None = None
+    stopped_status: str | None = None
+    code_cells = [
+        index
+        for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and cell.source.strip()
+    ]
+    deadline = start + limits.notebook_timeout if limits.notebook_timeout else math.inf
+    try:
+        try:
+            stream = log if log is not None else subprocess.DEVNULL
+            await client.async_start_new_kernel(
+                env=env, cwd=str(cwd), stdout=stream, stderr=subprocess.STDOUT
+            )
+            await client.async_start_new_kernel_client()
+        except Exception as error:  # noqa: BLE001 (any start failure is reported, not raised)
+            stopped = f"the kernel did not start: {type(error).__name__}: {error}"
+            stopped_status = "error"
+            code_cells_left = code_cells
+        else:
+            code_cells_left = []
+            for position, index in enumerate(code_cells):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    stopped = (
+                        f"the notebook ran out of time ({limits.notebook_timeout:.0f} s for the "
+                        "whole notebook); later cells were not run"
+                    )
+                    stopped_status = "timeout"
+                    code_cells_left = code_cells[position:]
+                    break
+                run, fatal = await _run_cell(client, notebook, index, left, limits, replies)
+                runs[index] = run
+                if on_cell:
+                    on_cell(index, run)
+                if fatal:
+                    stopped, stopped_status = fatal
+                    code_cells_left = code_cells[position + 1 :]
+                    break
+                if stop_on_error and not run.passed:
+                    stopped, stopped_status = "a cell failed; later cells were not run", "error"
+                    code_cells_left = code_cells[position + 1 :]
+                    break
+        for index in code_cells_left:
+            runs[index] = CellRun("not_run", evalue=stopped or "")
+    finally:
+        await _shutdown(client, km)
+    return Execution(notebook, runs, stopped, stopped_status, time.monotonic() - start)
+
+
+async def _run_cell(
+    client: _CappedClient,
+    notebook: NotebookNode,
+    index: int,
+    left: float,
+    limits: Limits,
+    replies: dict[int, dict],
+) -> tuple[CellRun, tuple[str, str] | None]:
+    """Run one cell; returns its result and, when the kernel is gone, (why, status)."""
+    cell_limit = min(limits.cell_timeout or math.inf, left)
+    client.timeout = None if math.isinf(cell_limit) else max(1, math.ceil(cell_limit))
+    began = time.monotonic()
+    try:
+        await client.async_execute_cell(notebook.cells[index], index, store_history=True)
+    except CellTimeoutError:
+        seconds = time.monotonic() - began
+        whose = "cell" if cell_limit == (limits.cell_timeout or math.inf) else "notebook"
+        run = CellRun(
+            "timeout",
+            seconds,
+            "TimeoutError",
+            f"the cell ran longer than its time limit ({cell_limit:.0f} s, {whose} limit) "
+            "and was interrupted",
+        )
+        if await _interrupt(client):
+            return run, None
+        return run, (
+            "the kernel did not stop after a time limit and was shut down; later cells were "
+            "not run",
+            "timeout",
+        )
+    except DeadKernelError:
+        seconds = time.monotonic() - began
+        why = (
+            "the kernel died while running this cell (os._exit, sys.exit in a thread, a crash, "
+            "or more memory than the cap)"
+        )
+        return CellRun("dead", seconds, "DeadKernelError", why), (
+            f"{why}; later cells were not run",
+            "error",
+        )
+    seconds = time.monotonic() - began
+    content = (replies.pop(index, None) or {}).get("content", {})
+    if content.get("status") == "ok":
+        return CellRun("ok", seconds), None
+    return (
+        CellRun(
+            "error",
+            seconds,
+            str(content.get("ename", "Error")),
+            str(content.get("evalue", "")),
+            [str(line) for line in content.get("traceback", [])],
+        ),
+        None,
+    )
+
+
+async def _interrupt(client: _CappedClient, wait: float = 15.0) -> bool:
+    """Interrupt a busy kernel; True when it answers again within ``wait`` seconds."""
+    try:
+        await client.km.interrupt_kernel()
+        msg_id = client.kc.kernel_info()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                msg = await client.kc.shell_channel.get_msg(timeout=deadline - time.monotonic())
+            except Exception:  # noqa: BLE001 (queue.Empty and friends)
+                break
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                return True
+    except Exception:  # noqa: BLE001 (a dead kernel cannot be interrupted)
+        return False
+    return False
+
+
+async def _shutdown(client: _CappedClient, km: _LimitedKernelManager) -> None:
+    """Stop the kernel and everything left in its process group."""
+    pid = None
+    provisioner = getattr(km, "provisioner", None)
+    process = getattr(provisioner, "process", None)
+    if process is not None:
+        pid = process.pid
+    try:
+        if client.kc is not None:
+            client.kc.stop_channels()
+        if km.has_kernel:
+            await asyncio.wait_for(km.shutdown_kernel(now=True), timeout=20)
+    except Exception:  # noqa: BLE001 (best effort; the group kill below is what counts)
+        pass
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        await km.cleanup_resources()
+    except Exception:  # noqa: BLE001
+        pass

@@ -1,0 +1,753 @@
+"""Grade submissions: restore, run in a separate kernel, score, and keep every result.
+
+One submission goes through ``grade_submission``: read it (``unreadable`` when it cannot be),
+restore the test and locked cells from the source (``tampered`` rows when they were changed),
+copy it into a fresh temporary folder that holds only what a student has (the notebook, a
+copy of ``helpers/`` on ``PYTHONPATH``, a private ``LAB_DATA`` holding what the lab's set-up
+cells create, see ``prime_data``), run it cell by cell in a new
+kernel (``autograder.execute``) with ``LAB_PROFILE=smoke`` and ``NBGRADER_EXECUTION=autograde``,
+and score each graded cell: a test cell earns its points iff it runs without raising.
+
+``grade_batch`` does that for many submissions, in parallel processes, writing each student's
+result atomically to ``DIR/.results/<lab>/<student>.json`` as soon as it is done, so that an
+interrupted batch resumes where it stopped; the CSVs are rebuilt from those files.
+
+What this engine protects against, and what not yet (issue 5 hardens it):
+
+- Protects: edited, deleted or metadata-stripped test and locked cells (restored, flagged);
+  infinite loops (per-cell and per-notebook limits); a dying kernel (``os._exit``, segfault:
+  earlier cells keep their scores); memory bombs (``RLIMIT_AS`` cap: a ``MemoryError`` or a
+  dead kernel, not a dead machine); huge outputs (capped per cell); stderr and warnings (never
+  cost points); children left running (the kernel's process group is killed); secrets in the
+  environment (the kernel gets a minimal one); a student's ``import autograder`` (the
+  editable-install hook is dropped in the kernel); hidden tests in the feedback (stripped).
+- Does not protect yet: hidden tests run *in the student's kernel*, so student code that runs
+  first can monkeypatch ``builtins``, ``torch``, ``numpy``, ``AssertionError`` or IPython's
+  input transformers and make a failing test pass, and code running after a test cell can
+  read that cell's hidden tests from IPython's history (``In``); the kernel runs as the
+  grader's user with the grader's file system, so absolute paths reach the source notebooks,
+  reference outputs and other students' files; there is no network block, no limit on
+  processes or threads a student starts, and a process that calls ``setsid`` escapes the
+  group kill. Run the grader in a container or as a separate user until issue 5 lands.
+
+Where that work plugs in: ``score`` only needs, per graded cell, whether it passed (a
+``CellRun``); an engine that runs the hidden tests in a fresh interpreter against what the
+student's kernel produced can replace ``run_in_workspace`` and keep restore, scoring,
+results, CSVs and feedback as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nbformat
+
+from autograder.course import Course
+from autograder.execute import Execution, Limits, execute, kernel_env
+from autograder.notebooks import (
+    Lab,
+    Restored,
+    Unreadable,
+    cell_kind,
+    hidden_lines,
+    nbgrader_meta,
+    read_submission,
+    restore,
+)
+
+RESULT_VERSION = 1
+GRADING_ENV = {"NBGRADER_EXECUTION": "autograde"}
+# Severity order of statuses, most severe first: a student's total takes the first that occurs.
+STATUS_ORDER = ("unreadable", "error", "timeout", "tampered", "manual", "ok")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_CELL_FRAME = re.compile(r"Cell In\[(\d+)\], line (\d+)")
+
+
+class UsageError(ValueError):
+    """Wrong command-line usage (missing file, unknown lab): the only non-zero exit of grade."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to grade: which course and lab, under which profile and limits."""
+
+    course: Course
+    lab: str
+    limits: Limits = Limits()
+    profile: str = "smoke"
+    data_seed: Path | None = None  # LAB_DATA each submission gets a copy of (see prime_data)
+    skip: frozenset[str] = frozenset()  # grade_ids of locked cells not to run (tests only)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One notebook to grade, with the student it belongs to."""
+
+    student: str
+    path: Path  # a readable local file (extracted from a zip when needed)
+    origin: str  # what to show the instructor: the path, or zip!member
+    timestamp: float  # seconds since the epoch: nbgrader's timestamp.txt, else the mtime
+
+
+@dataclass
+class BatchReport:
+    """What a batch did: who was graded now, who was kept from before, what was ignored."""
+
+    graded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # superseded duplicate submissions
+    results: list[dict] = field(default_factory=list)  # every result in the output folder
+
+
+# --------------------------------------------------------------------------- one submission
+
+
+@contextmanager
+def workspace(
+    course: Course, notebook_name: str, data: bytes, data_seed: Path | None = None
+) -> Iterator[tuple[Path, dict]]:
+    """A temporary folder holding only what a student has; yields (cwd, extra env).
+
+    ``LAB_DATA`` is a fresh folder, a private copy of ``data_seed`` when given (so one
+    submission cannot change another's data).
+    """
+    root = Path(tempfile.mkdtemp(prefix="autograder-"))
+    try:
+        work, lib, data_dir = root / "work", root / "lib", root / "data"
+        for folder in (work, lib, root / "home", root / "tmp"):
+            folder.mkdir()
+        if data_seed is not None and data_seed.is_dir():
+            shutil.copytree(data_seed, data_dir)
+        else:
+            data_dir.mkdir()
+        (work / notebook_name).write_bytes(data)
+        for path in course.student_files:
+            if path.is_dir():
+                shutil.copytree(
+                    path, lib / path.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                )
+            elif path.is_file():
+                shutil.copy2(path, lib / path.name)
+        extra = {
+            "PYTHONPATH": str(lib),
+            "LAB_DATA": str(data_dir),
+            "HOME": str(root / "home"),
+            "TMPDIR": str(root / "tmp"),
+            "CUDA_VISIBLE_DEVICES": "",
+            "LAB_DEVICE": "cpu",
+        }
+        yield work, extra
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_in_workspace(
+    notebook,
+    course: Course,
+    name: str,
+    data: bytes,
+    limits: Limits,
+    profile: str,
+    data_seed: Path | None = None,
+    keep_data: Path | None = None,
+) -> Execution:
+    """Execute ``notebook`` the way grading does (fresh folder, kernel, limits, profile).
+
+    ``keep_data``: copy the run's ``LAB_DATA`` there afterwards (to prime a data seed).
+    """
+    with workspace(course, name, data, data_seed) as (cwd, extra):
+        env = kernel_env({**extra, **GRADING_ENV, "LAB_PROFILE": profile}, threads=limits.threads)
+        execution = execute(
+            notebook, cwd=cwd, env=env, limits=limits, kernel_log=cwd.parent / "kernel.log"
+        )
+        if keep_data is not None:
+            shutil.copytree(extra["LAB_DATA"], keep_data)
+        return execution
+
+
+def prime_data(settings: Settings, cache: Path, log=print) -> Path | None:
+    """Run the lab's set-up cells once so that every submission starts from their data.
+
+    The set-up cells are the source's locked code cells before its first solution or graded
+    cell, only those with "setup" in their grade_id when there are such (for lab 1:
+    ``lab1_setup``: imports, data, the cached smoke model). What they leave in ``LAB_DATA``
+    becomes the seed each submission gets a private copy of. Cached under ``cache`` by the
+    lab source, the student files and the profile; None when the set-up cells fail.
+    """
+    lab = settings.course.load(settings.lab)
+    leading = []
+    for cell in lab.notebook.cells:
+        kind = cell_kind(cell)
+        if kind in ("solution", "test", "autograded", "manual"):
+            break
+        if kind == "locked" and cell.cell_type == "code":
+            leading.append(copy.deepcopy(cell))
+    named = [c for c in leading if "setup" in str(c.metadata.nbgrader.grade_id)]
+    setup = named or leading
+    if not setup:
+        return None
+    digest = hashlib.sha256(lab.path.read_bytes() + settings.profile.encode())
+    for root in settings.course.student_files:
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for path in files:
+            digest.update(path.name.encode() + path.read_bytes())
+    seed = Path(cache) / f"{lab.name}-{settings.profile}-{digest.hexdigest()[:16]}"
+    if (seed / "data").is_dir():
+        return seed / "data"
+    notebook = nbformat.v4.new_notebook(cells=setup, metadata=lab.notebook.metadata)
+    staging = Path(cache) / f".{seed.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    limits = settings.limits
+    execution = run_in_workspace(
+        notebook,
+        settings.course,
+        "setup.ipynb",
+        b"{}",
+        limits,
+        settings.profile,
+        keep_data=staging / "data",
+    )
+    failed = [run for run in execution.runs.values() if not run.passed]
+    if failed:
+        shutil.rmtree(staging, ignore_errors=True)
+        log(
+            f"warning: the set-up cells of {lab.name} failed when priming the data "
+            f"({failed[0].ename}: {failed[0].evalue[:200]}); every submission starts empty"
+        )
+        return None
+    try:
+        staging.rename(seed)
+    except OSError:  # another process primed it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return seed / "data"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def lab_fingerprint(lab: Lab) -> str:
+    """Changes when the lab's source notebook changes (results graded before are then stale)."""
+    return sha256(lab.path.read_bytes())
+
+
+def grade_submission(
+    submission: Submission, settings: Settings, feedback_path: Path | None = None
+) -> dict:
+    """Grade one submission; returns its result (see ``_result``) and writes its feedback."""
+    from autograder import report  # nbconvert is slow to import; only workers need it
+
+    lab = settings.course.load(settings.lab)
+    began = time.monotonic()
+    data = submission.path.read_bytes()
+    try:
+        notebook = read_submission(data)
+    except Unreadable as why:
+        result = _result(submission, settings, lab, data, unreadable_rows(lab, str(why)), [])
+        result["seconds"] = round(time.monotonic() - began, 2)
+        if feedback_path:
+            report.write_feedback(feedback_path, result, lab, None, None)
+        return result
+    submitted_ids = {str(meta["grade_id"]) for meta in map(nbgrader_meta, notebook.cells) if meta}
+    if not submitted_ids & set(lab.by_id):
+        why = f"none of the cells of {lab.name} are in this notebook: is it the right lab?"
+        result = _result(submission, settings, lab, data, unreadable_rows(lab, why), [])
+        if feedback_path:
+            report.write_feedback(feedback_path, result, lab, None, None)
+        return result
+    restored = restore(notebook, lab)
+    for grade_id in settings.skip:
+        if grade_id in restored.index_of and lab.by_id[grade_id].kind == "locked":
+            restored.notebook.cells[restored.index_of[grade_id]].source = ""
+    execution = run_in_workspace(
+        restored.notebook,
+        settings.course,
+        f"{lab.name}.ipynb",
+        data,
+        settings.limits,
+        settings.profile,
+        data_seed=settings.data_seed,
+    )
+    rows = score(lab, restored, execution)
+    notes = list(restored.notes)
+    if execution.stopped:
+        notes.append(f"Execution stopped early: {execution.stopped}.")
+    result = _result(submission, settings, lab, data, rows, notes, restored)
+    result["seconds"] = round(time.monotonic() - began, 2)
+    result["cells"] = [
+        [index, _grade_id_at(restored, index), run.status, round(run.seconds, 2)]
+        for index, run in sorted(execution.runs.items())
+    ]
+    if feedback_path:
+        report.write_feedback(feedback_path, result, lab, restored, execution)
+    return result
+
+
+def _grade_id_at(restored: Restored, index: int) -> str:
+    meta = nbgrader_meta(restored.notebook.cells[index])
+    return str(meta["grade_id"]) if meta else ""
+
+
+def unreadable_rows(lab: Lab, why: str) -> list[dict]:
+    return [
+        _row(q.grade_id, 0.0, q.points, "unreadable", f"not graded: {why}") for q in lab.questions
+    ]
+
+
+def _row(question: str, score: float, max_score: float, status: str, message: str) -> dict:
+    return {
+        "question": question,
+        "score": score,
+        "max_score": max_score,
+        "status": status,
+        "message": message,
+    }
+
+
+def _result(
+    submission: Submission,
+    settings: Settings,
+    lab: Lab,
+    data: bytes,
+    rows: list[dict],
+    notes: list[str],
+    restored: Restored | None = None,
+) -> dict:
+    statuses = {row["status"] for row in rows}
+    if restored is not None and restored.changes:
+        statuses.add("tampered")
+    status = next(s for s in STATUS_ORDER if s in statuses or s == "ok")
+    return {
+        "version": RESULT_VERSION,
+        "student": submission.student,
+        "lab": lab.name,
+        "origin": submission.origin,
+        "sha256": sha256(data),
+        "source_sha256": lab_fingerprint(lab),
+        "profile": settings.profile,
+        "limits": asdict(settings.limits),
+        "graded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": status,
+        "score": sum(row["score"] for row in rows),
+        "max_score": sum(row["max_score"] for row in rows),
+        "rows": rows,
+        "changes": dict(restored.changes) if restored else {},
+        "notes": notes,
+        "internal_error": False,
+        "seconds": 0.0,
+    }
+
+
+def score(lab: Lab, restored: Restored, execution: Execution) -> list[dict]:
+    """One row per graded cell of the lab, in notebook order."""
+    tampered = tampered_questions(lab, restored)
+    autograded_positions = sorted(
+        restored.index_of[q.grade_id] for q in lab.autograded if q.grade_id in restored.index_of
+    )
+    rows = []
+    for question in lab.questions:
+        position = restored.index_of.get(question.grade_id)
+        if question.kind == "manual":
+            message = "written answer: graded by a person"
+            if position is None:
+                message += " (the answer cell was not found: its metadata may have been removed)"
+            rows.append(_row(question.grade_id, 0.0, question.points, "manual", message))
+            continue
+        run = execution.runs.get(position) if position is not None else None
+        if run is None:
+            rows.append(
+                _row(question.grade_id, 0.0, question.points, "error", "the cell was not run")
+            )
+            continue
+        cell = execution.notebook.cells[position]
+        if run.status == "ok":
+            status, points, message = "ok", question.points, "passed"
+        elif run.status == "error":
+            status, points, message = "ok", 0.0, failure_message(cell, run, question.kind)
+            earlier = [
+                execution.runs[i]
+                for i in range(_previous(autograded_positions, position) + 1, position)
+                if i in execution.runs and execution.runs[i].status == "timeout"
+            ]
+            if earlier:
+                status = "timeout"
+                message += f" (an earlier cell timed out: {earlier[0].evalue})"
+        elif run.status == "timeout":
+            status, points, message = "timeout", 0.0, run.evalue
+        elif run.status == "dead":
+            status, points, message = "error", 0.0, run.evalue
+        else:  # not_run
+            status, points = execution.stopped_status or "error", 0.0
+            message = f"not run: {execution.stopped}"
+        if question.grade_id in tampered and status == "ok":
+            status = "tampered"
+        if question.grade_id in tampered:
+            message = f"{message}; {tampered[question.grade_id]}"
+        rows.append(_row(question.grade_id, points, question.points, status, message))
+    return rows
+
+
+def _previous(positions: list[int], position: int) -> int:
+    before = [p for p in positions if p < position]
+    return before[-1] if before else -1
+
+
+def tampered_questions(lab: Lab, restored: Restored) -> dict[str, str]:
+    """Autograded questions affected by a changed protected cell, with what changed.
+
+    A changed graded cell affects its own row; a changed locked code cell (set-up code) affects
+    every autograded row after it; a changed locked markdown cell affects none (the
+    submission's total is still marked ``tampered``).
+    """
+    affected: dict[str, list[str]] = {}
+    order = [cell.grade_id for cell in lab.cells]
+    for grade_id, changes in restored.changes.items():
+        cell = lab.by_id[grade_id]
+        summary = f"cell {grade_id} was changed and restored ({changes[0].splitlines()[0]})"
+        if cell.kind in ("test", "autograded"):
+            targets = [grade_id]
+        elif cell.kind == "locked" and cell.cell_type == "code":
+            after = order[order.index(grade_id) + 1 :]
+            targets = [q.grade_id for q in lab.autograded if q.grade_id in after]
+        else:
+            targets = []
+        for target in targets:
+            affected.setdefault(target, []).append(summary)
+    return {gid: "; ".join(texts) for gid, texts in affected.items()}
+
+
+def failure_message(cell, run, kind: str) -> str:
+    """A failed cell's reason in plain words, without showing hidden test source."""
+    evalue = run.evalue.strip()
+    if len(evalue) > 600:
+        evalue = evalue[:600] + " ..."
+    if run.ename == "NotImplementedError":
+        return "not answered yet: a solution cell still raises NotImplementedError"
+    text = f"{run.ename}: {evalue}" if evalue else run.ename
+    if run.ename == "NameError":
+        text += " (did the cell that should define it run without an error?)"
+    if kind != "test":
+        return f"failed: {text}"
+    count = cell.get("execution_count")
+    lines = [int(m.group(2)) for line in run.traceback for m in _frames(line, count)]
+    where = ""
+    if lines:
+        where = " a hidden test" if lines[0] in hidden_lines(cell.source) else " a visible check"
+    return f"failed{where}: {text}"
+
+
+def _frames(line: str, count: int | None) -> Iterable[re.Match]:
+    for match in _CELL_FRAME.finditer(_ANSI.sub("", line)):
+        if count is not None and int(match.group(1)) == count:
+            yield match
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def safe_name(student: str) -> str:
+    """A student id usable as a file name."""
+    name = re.sub(r"[^\w.@+-]", "_", student).strip("._") or "student"
+    return name[:120]
+
+
+def _student_for(path: Path, lab: str, root: Path | None) -> str:
+    """Student id: the file name without extension, or the folder for nbgrader-style trees."""
+    if path.stem != lab:
+        return path.stem
+    parent = path.parent
+    if parent.name == lab and parent.parent != parent:
+        parent = parent.parent  # submitted/<student>/<lab>/<lab>.ipynb
+    if root is not None and parent.resolve() == root.resolve():
+        return path.stem
+    return parent.name or path.stem
+
+
+def _timestamp(path: Path, fallback: float | None = None) -> float:
+    stamp = path.parent / "timestamp.txt"
+    if stamp.is_file():
+        try:
+            from dateutil.parser import parse
+
+            when = parse(stamp.read_text().strip())  # nbgrader: "2026-11-20 10:00:00.000 UTC"
+            return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError, OSError):  # malformed: fall back to the mtime
+            pass
+    return fallback if fallback is not None else path.stat().st_mtime
+
+
+def _notebooks_under(folder: Path) -> list[Path]:
+    found = []
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+            continue
+        if path.is_file() and path.suffix.lower() in (".ipynb", ".zip"):
+            found.append(path)
+    return found
+
+
+def discover(inputs: Iterable[Path], lab: str, scratch: Path) -> list[Submission]:
+    """Every submission in the given files, folders and zips (``UsageError`` if one is missing)."""
+    submissions: list[Submission] = []
+    for given in inputs:
+        given = Path(given)
+        if not given.exists():
+            raise UsageError(f"no such file or folder: {given}")
+        if given.is_dir():
+            for path in _notebooks_under(given):
+                submissions.extend(_from_file(path, lab, given, scratch))
+        else:
+            submissions.extend(_from_file(given, lab, None, scratch))
+    return submissions
+
+
+def _from_file(path: Path, lab: str, root: Path | None, scratch: Path) -> list[Submission]:
+    if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
+        return _from_zip(path, lab, scratch)
+    return [Submission(_student_for(path, lab, root), path, str(path), _timestamp(path))]
+
+
+def _from_zip(path: Path, lab: str, scratch: Path) -> list[Submission]:
+    """Extract a zip's notebooks (and nbgrader timestamps) safely under ``scratch``."""
+    target = Path(tempfile.mkdtemp(prefix="zip-", dir=scratch))
+    times: dict[Path, float] = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = Path(info.filename)
+            if info.is_dir() or name.is_absolute() or ".." in name.parts:
+                continue
+            if name.suffix.lower() != ".ipynb" and name.name != "timestamp.txt":
+                continue
+            if any(p.startswith(".") or p == "__MACOSX" for p in name.parts):
+                continue
+            out = target / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as source, open(out, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+            times[out] = datetime(*info.date_time).timestamp()
+    found = []
+    for out in sorted(times):
+        if out.suffix.lower() != ".ipynb":
+            continue
+        student = _student_for(out, lab, target)
+        origin = f"{path}!{out.relative_to(target).as_posix()}"
+        found.append(Submission(student, out, origin, _timestamp(out, times[out])))
+    return found
+
+
+def newest_per_student(submissions: list[Submission]) -> tuple[list[Submission], list[str]]:
+    """Keep each student's newest submission; say which others were ignored."""
+    by_student: dict[str, list[Submission]] = {}
+    for submission in submissions:
+        by_student.setdefault(submission.student, []).append(submission)
+    kept, ignored = [], []
+    for student in sorted(by_student):
+        candidates = sorted(by_student[student], key=lambda s: (s.timestamp, s.origin))
+        kept.append(candidates[-1])
+        for other in candidates[:-1]:
+            ignored.append(
+                f"{student}: ignored {other.origin} (older than {candidates[-1].origin})"
+            )
+    return kept, ignored
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def results_dir(out: Path, lab: str) -> Path:
+    return out / ".results" / lab
+
+
+def feedback_path(out: Path, student: str, lab: str) -> Path:
+    return out / "feedback" / safe_name(student) / f"{lab}.html"
+
+
+def write_json_atomic(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(value, stream, indent=1, sort_keys=True)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
+def load_results(out: Path) -> list[dict]:
+    """Every stored result under ``out/.results``, for every lab."""
+    results = []
+    for path in sorted((out / ".results").glob("*/*.json")):
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue  # a partial write cannot happen (atomic); anything else is not ours
+        if isinstance(result, dict) and result.get("version") == RESULT_VERSION:
+            results.append(result)
+    return results
+
+
+def _is_current(path: Path, submission: Submission, lab_sha: str, settings: Settings) -> bool:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (
+        old.get("version") == RESULT_VERSION
+        and not old.get("internal_error")
+        and old.get("student") == submission.student
+        and old.get("sha256") == sha256(submission.path.read_bytes())
+        and old.get("source_sha256") == lab_sha
+        and old.get("profile") == settings.profile
+    )
+
+
+def _worker(submission: Submission, settings: Settings, out: str, notes: list[str]) -> dict:
+    """Grade one submission in a worker process and store its result (atomically)."""
+    out_path = Path(out)
+    path = results_dir(out_path, settings.lab) / f"{safe_name(submission.student)}.json"
+    try:
+        feedback = feedback_path(out_path, submission.student, settings.lab)
+        result = grade_submission(submission, settings, feedback)
+        result["feedback"] = feedback.relative_to(out_path).as_posix()
+    except Exception as error:  # noqa: BLE001 (a grader bug must not stop the batch)
+        result = internal_error_result(submission, settings, f"{type(error).__name__}: {error}")
+    result["notes"] = list(notes) + result.get("notes", [])
+    write_json_atomic(path, result)
+    return result
+
+
+def internal_error_result(submission: Submission, settings: Settings, why: str) -> dict:
+    """A result for a submission the grader itself failed on (regraded on the next run)."""
+    lab = settings.course.load(settings.lab)
+    rows = [
+        _row(q.grade_id, 0.0, q.points, "error", f"the grader failed: {why}") for q in lab.questions
+    ]
+    data = submission.path.read_bytes() if submission.path.is_file() else b""
+    result = _result(submission, settings, lab, data, rows, [f"internal grader error: {why}"])
+    result["internal_error"] = True
+    return result
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["autograder.grade", "autograder.report"])
+    else:
+        context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+
+
+def grade_batch(
+    inputs: Iterable[Path],
+    out: Path,
+    settings: Settings,
+    jobs: int = 1,
+    progress: bool = True,
+    regrade: bool = False,
+    log=print,
+) -> BatchReport:
+    """Grade every submission found in ``inputs`` into ``out`` (resumable; see module doc)."""
+    from autograder import report
+
+    out = Path(out)
+    lab = settings.course.load(settings.lab)
+    lab_sha = lab_fingerprint(lab)
+    out.mkdir(parents=True, exist_ok=True)
+    batch = BatchReport()
+    with tempfile.TemporaryDirectory(prefix="autograder-inputs-") as scratch:
+        found = discover(inputs, lab.name, Path(scratch))
+        kept, batch.ignored = newest_per_student(found)
+        for line in batch.ignored:
+            log(f"two submissions for one student: {line}")
+        todo = []
+        for submission in kept:
+            stored = results_dir(out, lab.name) / f"{safe_name(submission.student)}.json"
+            if not regrade and _is_current(stored, submission, lab_sha, settings):
+                batch.skipped.append(submission.student)
+            else:
+                todo.append(submission)
+        notes = {
+            s.student: [line for line in batch.ignored if line.startswith(f"{s.student}: ")]
+            for s in todo
+        }
+        if batch.skipped:
+            log(f"{len(batch.skipped)} already graded (kept); {len(todo)} to grade")
+        if todo and settings.data_seed is None:
+            seed = prime_data(settings, out / ".cache", log)
+            settings = dataclasses.replace(settings, data_seed=seed)
+        bar = _progress(len(todo), progress, lab.name)
+        try:
+            if jobs <= 1 or len(todo) <= 1:
+                for submission in todo:
+                    result = _worker(submission, settings, str(out), notes[submission.student])
+                    batch.graded.append(submission.student)
+                    _advance(bar, result)
+            else:
+                _run_parallel(todo, settings, out, notes, jobs, batch, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    batch.results = load_results(out)
+    report.write_csvs(out, batch.results)
+    return batch
+
+
+def _run_parallel(todo, settings, out, notes, jobs, batch, bar) -> None:
+    pool = _pool(min(jobs, len(todo)))
+    try:
+        futures = {pool.submit(_worker, s, settings, str(out), notes[s.student]): s for s in todo}
+        for future in as_completed(futures):
+            submission = futures[future]
+            try:
+                result = future.result()
+            except BrokenProcessPool as error:
+                why = f"the grading worker process died ({error})"
+                result = internal_error_result(submission, settings, why)
+                path = results_dir(out, settings.lab) / f"{safe_name(submission.student)}.json"
+                write_json_atomic(path, result)
+            batch.graded.append(submission.student)
+            _advance(bar, result)
+    except BaseException:
+        # Interrupted (Ctrl-C): stop now; what finished is stored, a rerun does the rest.
+        # Workers catch KeyboardInterrupt as a task failure and go on, so end them here;
+        # their kernels exit with them (ipykernel watches its parent).
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        raise
+    pool.shutdown(wait=True)
+
+
+def _progress(total: int, enabled: bool, lab: str):
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"grading {lab}", unit="submission", file=sys.stderr)
+
+
+def _advance(bar, result: dict) -> None:
+    if bar is not None:
+        bar.set_postfix_str(f"{result['student']}: {result['score']:g}/{result['max_score']:g}")
+        bar.update(1)

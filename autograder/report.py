@@ -1,0 +1,195 @@
+"""Grade tables (``grades.csv``, ``totals.csv``) and per-student HTML feedback."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import html
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import bleach
+from nbconvert import HTMLExporter
+from nbformat import v4
+
+from autograder.execute import Execution
+from autograder.notebooks import Lab, Restored, cell_kind, nbgrader_meta, strip_hidden
+
+GRADE_COLUMNS = ("student", "lab", "question", "score", "max_score", "status")
+TOTAL_COLUMNS = ("student", "lab", "score", "max_score", "status")
+
+
+def number(value: float) -> str:
+    """A score as the CSV shows it: ``3`` rather than ``3.0``, else up to 3 decimals."""
+    value = round(float(value), 3)
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+        stream.write(text)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
+def write_csvs(out: Path, results: list[dict]) -> None:
+    """Write ``grades.csv`` (one row per question per student) and ``totals.csv``."""
+    results = sorted(results, key=lambda r: (r["student"], r["lab"]))
+    grades, totals = io.StringIO(), io.StringIO()
+    grade_writer = csv.writer(grades, lineterminator="\n")
+    total_writer = csv.writer(totals, lineterminator="\n")
+    grade_writer.writerow(GRADE_COLUMNS)
+    total_writer.writerow(TOTAL_COLUMNS)
+    for result in results:
+        for row in result["rows"]:
+            grade_writer.writerow(
+                [
+                    result["student"],
+                    result["lab"],
+                    row["question"],
+                    number(row["score"]),
+                    number(row["max_score"]),
+                    row["status"],
+                ]
+            )
+        total_writer.writerow(
+            [
+                result["student"],
+                result["lab"],
+                number(result["score"]),
+                number(result["max_score"]),
+                result["status"],
+            ]
+        )
+    _write_text_atomic(Path(out) / "grades.csv", grades.getvalue())
+    _write_text_atomic(Path(out) / "totals.csv", totals.getvalue())
+
+
+# --------------------------------------------------------------------------- feedback
+
+_STYLE = """
+<style>
+.autograder-summary { font-family: sans-serif; margin: 1em auto; max-width: 1100px; }
+.autograder-summary table { border-collapse: collapse; }
+.autograder-summary td, .autograder-summary th { border: 1px solid #bbb; padding: 4px 8px;
+  text-align: left; vertical-align: top; }
+.autograder-summary .ok { color: #176117; } .autograder-summary .bad { color: #9b1c1c; }
+.autograder-summary pre { white-space: pre-wrap; margin: 0; }
+</style>
+"""
+
+
+def _summary_html(result: dict) -> str:
+    lines = [
+        '<div class="autograder-summary">',
+        f"<h1>Feedback: {html.escape(result['lab'])}</h1>",
+        f"<p>Student: <b>{html.escape(result['student'])}</b> &middot; score "
+        f"<b>{number(result['score'])} / {number(result['max_score'])}</b> &middot; status "
+        f"<b>{html.escape(result['status'])}</b> &middot; graded {html.escape(result['graded_at'])}"
+        f" (profile {html.escape(result.get('profile', ''))})</p>",
+        "<table><tr><th>question</th><th>score</th><th>status</th><th>message</th></tr>",
+    ]
+    for row in result["rows"]:
+        good = row["score"] >= row["max_score"] and row["status"] != "manual"
+        lines.append(
+            f"<tr><td>{html.escape(row['question'])}</td>"
+            f'<td class="{"ok" if good else "bad"}">{number(row["score"])} / '
+            f"{number(row['max_score'])}</td><td>{html.escape(row['status'])}</td>"
+            f"<td><pre>{html.escape(row['message'])}</pre></td></tr>"
+        )
+    lines.append("</table>")
+    changes = result.get("changes") or {}
+    if changes:
+        lines.append("<h2>Cells you were not meant to change</h2><ul>")
+        for grade_id, texts in changes.items():
+            for text in texts:
+                lines.append(f"<li>{html.escape(grade_id)}: <pre>{html.escape(text)}</pre></li>")
+        lines.append("</ul><p>They were restored from the original and graded as restored.</p>")
+    for note in result.get("notes", []):
+        lines.append(f"<p>{html.escape(note)}</p>")
+    lines.append("</div>")
+    return "\n".join(lines)
+
+
+def feedback_notebook(result: dict, lab: Lab, execution: Execution) -> object:
+    """The executed notebook as the student may see it: test cells without hidden tests or
+    outputs, each graded cell followed by its verdict."""
+    notebook = copy.deepcopy(execution.notebook)
+    rows = {row["question"]: row for row in result["rows"]}
+    cells = []
+    for cell in notebook.cells:
+        kind = cell_kind(cell)
+        if kind == "test":
+            cell.source = strip_hidden(cell.source)
+            cell.outputs = []
+        cells.append(cell)
+        meta = nbgrader_meta(cell)
+        row = rows.get(str(meta["grade_id"])) if meta else None
+        if row is not None:
+            verdict = (
+                f"**{row['question']}: {number(row['score'])} / {number(row['max_score'])}** "
+                f"({row['status']}): {row['message']}"
+            )
+            cells.append(v4.new_markdown_cell(_escape_markdown(verdict)))
+    notebook.cells = cells
+    return notebook
+
+
+def _escape_markdown(text: str) -> str:
+    return html.escape(text).replace("\n", "  \n")
+
+
+_ALLOWED_TAGS = frozenset(
+    "a abbr b blockquote br code del details div em h1 h2 h3 h4 h5 h6 hr i img li ol p pre "
+    "span strong sub summary sup table tbody td th thead tr ul".split()
+)
+_ALLOWED_ATTRIBUTES = {"*": ["class", "id", "title", "alt", "href", "src"]}
+
+
+def _clean_html(element: object) -> str:
+    """Student HTML (markdown and outputs) without scripts or event handlers."""
+    text = element.decode() if isinstance(element, bytes) else str(element)
+    return bleach.clean(
+        text,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        protocols={"http", "https", "mailto", "data"},
+    )
+
+
+_exporter: HTMLExporter | None = None
+
+
+def _html_exporter() -> HTMLExporter:
+    global _exporter
+    if _exporter is None:
+        _exporter = HTMLExporter(
+            template_name="lab", sanitize_html=True, filters={"clean_html": _clean_html}
+        )
+    return _exporter
+
+
+def write_feedback(
+    path: Path,
+    result: dict,
+    lab: Lab,
+    restored: Restored | None,
+    execution: Execution | None,
+) -> None:
+    """Write one student's feedback page (scores, messages, their code and outputs)."""
+    summary = _summary_html(result)
+    if execution is None:
+        page = (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(lab.name)}"
+            f"</title>{_STYLE}</head><body>{summary}</body></html>"
+        )
+    else:
+        body, _ = _html_exporter().from_notebook_node(feedback_notebook(result, lab, execution))
+        page = body.replace("<body", "<body", 1)
+        marker = page.find(">", page.find("<body")) + 1
+        page = page[:marker] + _STYLE + summary + page[marker:]
+    _write_text_atomic(Path(path), page)

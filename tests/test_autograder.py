@@ -1,0 +1,536 @@
+"""Does the autograder release, grade and report the toy assignment the way DESIGN.md says?
+
+The toy (tests/fixtures/toy/source/toy/toy.ipynb) is a tiny nbgrader assignment: a locked
+set-up cell, two solution cells each followed by a test cell with a hidden region (3 and 2
+points), and a written answer (1 point). Most grading checks share one batch of adversarial
+submissions, graded once with --jobs 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import html
+import json
+import os
+import re
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import cli
+from autograder.course import Course
+from autograder.execute import Limits
+from autograder.grade import (
+    Settings,
+    Submission,
+    discover,
+    grade_batch,
+    newest_per_student,
+    results_dir,
+)
+from autograder.notebooks import (
+    Unreadable,
+    load_lab,
+    normalise_notebook,
+    read_submission,
+    restore,
+    strip_hidden,
+)
+from autograder.release import committed_matches, generate
+from autograder.run import extract_figures
+
+TOY_ROOT = Path(__file__).parent / "fixtures" / "toy"
+TOY_SOURCE = TOY_ROOT / "source" / "toy" / "toy.ipynb"
+QUESTIONS = ["toy_double", "toy_square", "toy_q_why"]
+FULL = {"toy_double": 3, "toy_square": 2, "toy_q_why": 0}
+LIMITS = Limits(cell_timeout=8, notebook_timeout=60, memory_mb=4096, threads=1)
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def toy_course(release_dir: Path | None = None) -> Course:
+    return Course(root=TOY_ROOT, release_dir=release_dir or TOY_ROOT, student_files=())
+
+
+def settings() -> Settings:
+    return Settings(course=toy_course(), lab="toy", limits=LIMITS)
+
+
+def source_nb() -> nbformat.NotebookNode:
+    return nbformat.read(TOY_SOURCE, as_version=4)
+
+
+def answered() -> nbformat.NotebookNode:
+    """A student's correct notebook: the solutions, without the hidden tests."""
+    notebook = source_nb()
+    for cell in notebook.cells:
+        cell.source = strip_hidden(cell.source)
+    return notebook
+
+
+def cell_by_id(notebook: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
+    return next(
+        c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id
+    )
+
+
+def with_solution(notebook: nbformat.NotebookNode, grade_id: str, source: str):
+    notebook = copy.deepcopy(notebook)
+    cell_by_id(notebook, grade_id).source = source
+    return notebook
+
+
+def write(folder: Path, name: str, content) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        path.write_text(content)
+    else:
+        nbformat.write(content, path)
+    return path
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def grades_by_student(out: Path) -> dict[str, dict[str, dict]]:
+    table: dict[str, dict[str, dict]] = {}
+    for row in read_csv(out / "grades.csv"):
+        table.setdefault(row["student"], {})[row["question"]] = row
+    return table
+
+
+def scores(table: dict, student: str) -> dict[str, int]:
+    return {q: int(float(row["score"])) for q, row in table[student].items()}
+
+
+def statuses(table: dict, student: str) -> dict[str, str]:
+    return {q: row["status"] for q, row in table[student].items()}
+
+
+@pytest.fixture(scope="module")
+def release_text() -> str:
+    return generate(toy_course(), "toy")
+
+
+# --------------------------------------------------------------------------- release
+
+
+def test_release_removes_solutions_and_hidden_tests(release_text):
+    """Does generate_assignment leave stubs, visible checks only, and no outputs?"""
+    notebook = nbformat.reads(release_text, as_version=4)
+    text = json.dumps(notebook)
+    assert "BEGIN HIDDEN" not in text and "double(-3)" not in text and "square(-4)" not in text
+    assert "return SCALE * x" not in text and "BEGIN SOLUTION" not in text
+    assert "raise NotImplementedError()" in cell_by_id(notebook, "toy_double_solution").source
+    assert "double(2) == 4" in cell_by_id(notebook, "toy_double").source
+    assert cell_by_id(notebook, "toy_q_why").source == "YOUR ANSWER HERE"
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None
+        for c in notebook.cells
+        if c.cell_type == "code"
+    )
+    assert release_text == normalise_notebook(notebook)
+
+
+def test_release_cli_writes_a_deterministic_notebook(release_text, tmp_path):
+    """Does `release` (checks on) write the same bytes as another fresh release?"""
+    code = cli.main(["release", "--course", str(TOY_ROOT), "--release-dir", str(tmp_path)])
+    assert code == 0
+    assert (tmp_path / "toy.ipynb").read_text() == release_text
+    assert not (TOY_ROOT / "release").exists() and not (TOY_ROOT / "gradebook.db").exists()
+    assert (
+        cli.main(
+            ["release", "--check-only", "--course", str(TOY_ROOT), "--release-dir", str(tmp_path)]
+        )
+        == 0
+    )
+    (tmp_path / "toy.ipynb").write_text(release_text.replace("Toy lab", "Toy lab!"))
+    course = toy_course(tmp_path)
+    assert committed_matches(course, "toy", fresh=release_text) == (False, release_text)
+
+
+def test_release_is_refused_when_tests_do_not_separate_solution_and_blank(tmp_path, capsys):
+    """Does `release` refuse, naming the cells, when a test passes blank or fails solved?"""
+    course_root = tmp_path / "course"
+    shutil.copytree(TOY_ROOT, course_root)
+    path = course_root / "source" / "toy" / "toy.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    weak = cell_by_id(notebook, "toy_double")
+    weak.source = "assert True"
+    solution = cell_by_id(notebook, "toy_square_solution")
+    solution.source = solution.source.replace("return x * x", "return x + x")
+    nbformat.write(notebook, path)
+    out = tmp_path / "released"
+    code = cli.main(["release", "--course", str(course_root), "--release-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "toy_double" in err and "toy_square" in err and "refused" in err
+    assert not (out / "toy.ipynb").exists()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty"),
+        (b"{not json", "not valid JSON"),
+        (json.dumps({"nbformat": 3, "nbformat_minor": 0, "worksheets": []}).encode(), "format 3"),
+        (
+            nbformat.writes(
+                nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+            ).encode(),
+            "no nbgrader metadata",
+        ),
+    ],
+)
+def test_unreadable_submissions_say_why(content, reason):
+    """Is each kind of unreadable file reported in words, not as a crash?"""
+    with pytest.raises(Unreadable, match=reason):
+        read_submission(content)
+
+
+def test_restore_puts_back_deleted_edited_and_stripped_cells():
+    """Are protected cells restored from the source, with what changed, in the right place?"""
+    lab = load_lab(TOY_SOURCE, "toy")
+    student = answered()
+    student.cells = [
+        c for c in student.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "toy_double"
+    ]
+    cell_by_id(student, "toy_setup").source += "\nSCALE = 3"
+    del cell_by_id(student, "toy_square").metadata["nbgrader"]
+    student.cells.insert(3, nbformat.v4.new_code_cell("scratch = 1"))  # after double's solution
+    restored = restore(student, lab)
+    ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in restored.notebook.cells]
+    assert ids.index("toy_double") == ids.index("toy_square_solution") - 1  # before the next
+    assert ids.index("toy_double") > ids.index("toy_double_solution")
+    assert set(restored.changes) == {"toy_double", "toy_setup", "toy_square"}
+    assert "deleted" in restored.changes["toy_double"][0]
+    assert "SCALE = 3" in restored.changes["toy_setup"][0]
+    assert "metadata was removed" in restored.changes["toy_square"][0]
+    double = restored.notebook.cells[ids.index("toy_double")]
+    assert "BEGIN HIDDEN TESTS" in double.source  # hidden tests are back for grading
+    assert "SCALE = 3" not in restored.notebook.cells[ids.index("toy_setup")].source
+
+
+def test_restore_accepts_the_instructors_own_notebook():
+    """Is the source notebook itself (hidden tests present) not counted as tampered?"""
+    assert restore(source_nb(), load_lab(TOY_SOURCE, "toy")).changes == {}
+
+
+def test_students_come_from_file_names_and_nbgrader_trees(tmp_path):
+    """Is the student id the file name, or the folder in submitted/<student>/<lab>/?"""
+    write(tmp_path, "in/alice.ipynb", "{}")
+    write(tmp_path, "in/submitted/bob/toy/toy.ipynb", "{}")
+    write(tmp_path, "in/submitted/bob/toy/timestamp.txt", "2026-11-20 10:00:00.000000 UTC")
+    write(tmp_path, "in/.ipynb_checkpoints/alice-checkpoint.ipynb", "{}")
+    found = {s.student: s for s in discover([tmp_path / "in"], "toy", tmp_path)}
+    assert set(found) == {"alice", "bob"}
+    assert time.gmtime(found["bob"].timestamp)[:3] == (2026, 11, 20)
+
+
+def test_the_newest_of_two_submissions_wins():
+    """With two files for one student, is the newer one kept and the other reported?"""
+    old = Submission("dave", Path("a/dave.ipynb"), "a/dave.ipynb", 100.0)
+    new = Submission("dave", Path("b/dave.ipynb"), "b/dave.ipynb", 200.0)
+    kept, ignored = newest_per_student([new, old])
+    assert kept == [new] and len(ignored) == 1 and "a/dave.ipynb" in ignored[0]
+
+
+# --------------------------------------------------------------------------- grading
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, release_text):
+    """One batch of adversarial toy submissions, graded with --jobs 2 through the CLI."""
+    folder = tmp_path_factory.mktemp("submissions")
+    out = tmp_path_factory.mktemp("grades")
+    correct = answered()
+    write(folder, "solution.ipynb", source_nb())
+    write(folder, "correct.ipynb", correct)
+    write(folder, "blank.ipynb", release_text)
+    deleted = copy.deepcopy(correct)
+    deleted.cells.remove(cell_by_id(deleted, "toy_double"))
+    write(folder, "deleted_test.ipynb", deleted)
+    write(folder, "edited_test.ipynb", with_solution(correct, "toy_double", "pass"))
+    edited_wrong = with_solution(correct, "toy_double", "pass")
+    cell_by_id(edited_wrong, "toy_double_solution").source = "def double(x):\n    return x + 2"
+    write(folder, "edited_wrong.ipynb", edited_wrong)
+    stripped = copy.deepcopy(correct)
+    del cell_by_id(stripped, "toy_square").metadata["nbgrader"]
+    write(folder, "stripped_metadata.ipynb", stripped)
+    write(
+        folder,
+        "loop.ipynb",
+        with_solution(
+            correct, "toy_double_solution", "def double(x):\n    while True:\n        pass"
+        ),
+    )
+    write(
+        folder,
+        "exits.ipynb",
+        with_solution(correct, "toy_square_solution", "import os\nos._exit(1)"),
+    )
+    write(
+        folder,
+        "memory_bomb.ipynb",
+        with_solution(correct, "toy_double_solution", "hog = bytearray(64 * 2**30)"),
+    )
+    write(
+        folder,
+        "noisy.ipynb",
+        with_solution(
+            correct,
+            "toy_double_solution",
+            "def double(x):\n    warnings.warn('double is deprecated', DeprecationWarning)\n"
+            "    warnings.warn('careful')\n    print('to stderr', file=sys.stderr)\n"
+            "    return SCALE * x",
+        ),
+    )
+    write(
+        folder,
+        "hidden_fail.ipynb",
+        with_solution(correct, "toy_double_solution", "def double(x):\n    return 2 * abs(x)"),
+    )
+    write(
+        folder,
+        "visible_fail.ipynb",
+        with_solution(correct, "toy_double_solution", "def double(x):\n    return x"),
+    )
+    write(folder, "empty.ipynb", b"")
+    write(folder, "not_json.ipynb", b"this is not a notebook")
+    write(
+        folder,
+        "old_format.ipynb",
+        json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}),
+    )
+    plain = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(c.source) for c in correct.cells if c.cell_type == "code"]
+    )
+    write(folder, "no_metadata.ipynb", plain)
+    args = [
+        "grade",
+        "--course",
+        str(TOY_ROOT),
+        "--lab",
+        "toy",
+        str(folder),
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--timeout",
+        "8",
+        "--notebook-timeout",
+        "60",
+        "--memory-mb",
+        "4096",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
+    began = time.monotonic()
+    assert cli.main(args) == 0
+    seconds = time.monotonic() - began
+    return {
+        "folder": folder,
+        "out": out,
+        "table": grades_by_student(out),
+        "args": args,
+        "seconds": seconds,
+    }
+
+
+def test_every_student_has_exactly_one_row_per_question(batch):
+    """Is grades.csv complete and free of duplicates, with totals matching?"""
+    rows = read_csv(batch["out"] / "grades.csv")
+    assert list(rows[0]) == ["student", "lab", "question", "score", "max_score", "status"]
+    students = {p.stem for p in batch["folder"].glob("*.ipynb")}
+    pairs = [(r["student"], r["question"]) for r in rows]
+    assert sorted(pairs) == sorted((s, q) for s in students for q in QUESTIONS)
+    totals = {r["student"]: r for r in read_csv(batch["out"] / "totals.csv")}
+    assert set(totals) == students
+    for student, questions in batch["table"].items():
+        assert float(totals[student]["score"]) == sum(float(r["score"]) for r in questions.values())
+        assert totals[student]["max_score"] == "6"
+
+
+def test_solution_and_correct_answers_get_full_marks(batch):
+    for student in ("solution", "correct"):
+        assert scores(batch["table"], student) == FULL
+        assert statuses(batch["table"], student) == {
+            "toy_double": "ok",
+            "toy_square": "ok",
+            "toy_q_why": "manual",
+        }
+
+
+def test_blank_release_scores_zero(batch):
+    assert scores(batch["table"], "blank") == {q: 0 for q in QUESTIONS}
+    assert statuses(batch["table"], "blank")["toy_double"] == "ok"
+
+
+def test_tampered_test_cells_are_restored_and_still_earn_their_points(batch):
+    """Deleted, edited or metadata-stripped test cells: restored, flagged, graded."""
+    table = batch["table"]
+    for student, question in [
+        ("deleted_test", "toy_double"),
+        ("edited_test", "toy_double"),
+        ("stripped_metadata", "toy_square"),
+    ]:
+        assert scores(table, student) == FULL, student
+        assert statuses(table, student)[question] == "tampered", student
+    assert scores(table, "edited_wrong")["toy_double"] == 0  # the restored test still fails it
+    assert statuses(table, "edited_wrong")["toy_double"] == "tampered"
+    result = json.loads((results_dir(batch["out"], "toy") / "edited_test.json").read_text())
+    assert "edited" in result["changes"]["toy_double"][0]
+
+
+def test_failures_say_whether_a_visible_check_or_a_hidden_test_failed(batch):
+    """Is the reason given in words, with the test's message but not its source?"""
+    rows = {
+        student: json.loads((results_dir(batch["out"], "toy") / f"{student}.json").read_text())
+        for student in ("hidden_fail", "visible_fail")
+    }
+    hidden = rows["hidden_fail"]["rows"][0]
+    visible = rows["visible_fail"]["rows"][0]
+    assert hidden["score"] == 0 and visible["score"] == 0
+    assert hidden["message"] == "failed a hidden test: AssertionError: double(-3) should be -6."
+    assert visible["message"].startswith("failed a visible check: AssertionError: double(2)")
+    assert scores(batch["table"], "hidden_fail")["toy_square"] == 2
+
+
+def test_unreadable_submissions_get_zero_rows(batch):
+    for student in ("empty", "not_json", "old_format", "no_metadata"):
+        assert statuses(batch["table"], student) == {q: "unreadable" for q in QUESTIONS}
+        assert scores(batch["table"], student) == {q: 0 for q in QUESTIONS}
+
+
+def test_an_infinite_loop_times_out_and_other_cells_keep_their_scores(batch):
+    assert statuses(batch["table"], "loop")["toy_double"] == "timeout"
+    assert scores(batch["table"], "loop") == {**FULL, "toy_double": 0}
+
+
+def test_a_dying_kernel_keeps_earlier_scores(batch):
+    """os._exit(1) in the second solution: the first question keeps its points."""
+    assert scores(batch["table"], "exits") == {**FULL, "toy_square": 0}
+    assert statuses(batch["table"], "exits")["toy_square"] == "error"
+    assert statuses(batch["table"], "exits")["toy_double"] == "ok"
+
+
+def test_a_memory_bomb_fails_only_its_own_question(batch):
+    assert scores(batch["table"], "memory_bomb") == {**FULL, "toy_double": 0}
+
+
+def test_warnings_and_stderr_cost_nothing(batch):
+    assert scores(batch["table"], "noisy") == FULL
+    assert statuses(batch["table"], "noisy")["toy_double"] == "ok"
+
+
+def test_feedback_shows_scores_but_never_hidden_tests(batch):
+    feedback = batch["out"] / "feedback"
+    for student in ("solution", "correct", "blank", "edited_test", "exits", "empty"):
+        page = (feedback / student / "toy.html").read_text()
+        assert "double(-3)" not in page and "square(-4)" not in page and "HIDDEN" not in page
+        assert "toy_double" in page
+    page = re.sub(r"<[^>]+>", "", (feedback / "correct" / "toy.html").read_text())
+    assert "return SCALE * x" in html.unescape(page) and "3 / 3" in page
+    assert "NotImplementedError" in (feedback / "blank" / "toy.html").read_text()
+
+
+def test_rerunning_regrades_only_what_is_missing(batch, tmp_path):
+    """Interrupted batch: delete one result, run again; only that student is graded again."""
+    out = tmp_path / "out"
+    shutil.copytree(batch["out"], out)
+    (results_dir(out, "toy") / "blank.json").unlink()
+    (out / "grades.csv").unlink()
+    report = grade_batch(
+        [batch["folder"]], out, settings(), jobs=1, progress=False, log=lambda *_: None
+    )
+    assert report.graded == ["blank"]
+    assert len(report.skipped) == len(list(batch["folder"].glob("*.ipynb"))) - 1
+    assert read_csv(out / "grades.csv") == read_csv(batch["out"] / "grades.csv")
+
+
+def test_two_submissions_for_one_student_grade_the_newest(tmp_path, release_text):
+    folder = tmp_path / "in"
+    old = write(folder, "early/dave.ipynb", answered())
+    write(folder, "late/dave.ipynb", release_text)
+    os.utime(old, (1_000_000, 1_000_000))
+    report = grade_batch(
+        [folder], tmp_path / "out", settings(), progress=False, log=lambda *_: None
+    )
+    assert report.graded == ["dave"] and len(report.ignored) == 1
+    assert "early" in report.ignored[0]
+    assert scores(grades_by_student(tmp_path / "out"), "dave") == {q: 0 for q in QUESTIONS}
+
+
+def test_zip_and_nbgrader_submitted_tree_inputs(tmp_path, release_text):
+    """Does a zip (LMS bulk download) of an nbgrader submitted/ tree grade per student?"""
+    tree = tmp_path / "submitted"
+    write(tree, "erin/toy/toy.ipynb", answered())
+    write(tree, "erin/toy/timestamp.txt", "2026-11-20 10:00:00.000000 UTC")
+    write(tree, "frank/toy/toy.ipynb", release_text)
+    archive = tmp_path / "bulk.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in tree.rglob("*"):
+            if path.is_file():
+                bundle.write(path, path.relative_to(tmp_path).as_posix())
+        bundle.writestr("gina.ipynb", nbformat.writes(answered()))
+    out = tmp_path / "out"
+    grade_batch([archive], out, settings(), jobs=2, progress=False, log=lambda *_: None)
+    table = grades_by_student(out)
+    assert set(table) == {"erin", "frank", "gina"}
+    assert scores(table, "erin") == FULL and scores(table, "gina") == FULL
+    assert scores(table, "frank") == {q: 0 for q in QUESTIONS}
+
+
+def test_grade_usage_errors_exit_2(tmp_path):
+    base = ["grade", "--course", str(TOY_ROOT), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert cli.main([*base, "--lab", "toy", str(tmp_path / "missing.ipynb")]) == 2
+    assert cli.main([*base, "--lab", "nope", str(TOY_SOURCE)]) == 2
+
+
+# --------------------------------------------------------------------------- validate, run
+
+
+def test_validate_tells_a_student_what_passes(tmp_path, release_text, capsys):
+    good = write(tmp_path, "mine.ipynb", answered())
+    assert cli.main(["validate", str(good), "--course", str(TOY_ROOT), "--timeout", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS     toy_double" in out and "WRITTEN  toy_q_why" in out
+    blank = write(tmp_path, "toy.ipynb", release_text)
+    assert cli.main(["validate", str(blank), "--course", str(TOY_ROOT), "--timeout", "20"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL     toy_double" in out and "NotImplementedError" in out
+
+
+def test_run_writes_the_executed_notebook(tmp_path, capsys):
+    assert cli.main(["run", "--course", str(TOY_ROOT), "--lab", "toy", "--out", str(tmp_path)]) == 0
+    executed = nbformat.read(tmp_path / "toy-smoke.ipynb", as_version=4)
+    assert "setup done" in executed.cells[1].outputs[0]["text"]
+    assert (tmp_path / "toy-smoke_files").is_dir()
+    assert "wall time" in capsys.readouterr().out
+
+
+def test_figures_are_extracted_as_png(tmp_path):
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 20
+    import base64
+
+    output = nbformat.v4.new_output(
+        "display_data", data={"image/png": base64.b64encode(png).decode()}
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[output])])
+    (written,) = extract_figures(notebook, tmp_path / "figs")
+    assert written.read_bytes() == png

@@ -1,0 +1,342 @@
+"""Tests of helpers.quant, with PyTorch's own modules and functions as the oracles."""
+
+from __future__ import annotations
+
+import copy
+import io
+import sys
+import warnings
+import zlib
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+from helpers import quant
+from helpers.latency import LatencyResult
+from helpers.models import VGG
+from helpers.pruning import random_vgg
+
+TINY_ARCH = (8, 16, "M", 16, "M")
+
+
+def _qconfig() -> QConfig:
+    return QConfig(
+        activation=MinMaxObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=127),
+        weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
+    )
+
+
+def _int8(model: nn.Module, seed: int = 0) -> torch.fx.GraphModule:
+    """``model`` quantized with FX (engine x86 or fbgemm), calibrated on two random batches."""
+    quant.select_quantized_engine()
+    gen = torch.Generator().manual_seed(seed)
+    batches = [torch.rand(4, 3, 32, 32, generator=gen) for _ in range(2)]
+    with quant.quantization_warnings_silenced():
+        prepared = prepare_fx(
+            copy.deepcopy(model).eval(),
+            QConfigMapping().set_global(_qconfig()),
+            example_inputs=(batches[0],),
+        )
+        with torch.no_grad():
+            for x in batches:
+                prepared(x)
+        return convert_fx(prepared)
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+def test_state_dict_bytes_is_the_saved_file_size(tmp_path):
+    """Is state_dict_bytes exactly the size of the file torch.save writes, for a model or a dict?"""
+    model = random_vgg(TINY_ARCH, seed=1)
+    # torch.save names the records inside the zip after the file ("archive" for a buffer), so
+    # the sizes match exactly for a file named archive.pth and within a few bytes otherwise.
+    path = tmp_path / "archive.pth"
+    torch.save(model.state_dict(), path)
+    assert quant.state_dict_bytes(model) == path.stat().st_size
+    assert quant.state_dict_bytes(model.state_dict()) == path.stat().st_size
+
+
+def test_state_dict_bytes_compressed_is_zlib_of_the_file():
+    """Does compress=True give the zlib size of the saved bytes, smaller when weights are zero?"""
+    model = random_vgg(TINY_ARCH, seed=2)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    assert quant.state_dict_bytes(model, compress=True) == len(zlib.compress(buffer.getvalue(), 6))
+    dense = quant.state_dict_bytes(model, compress=True)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight[: module.weight.shape[0] // 2 + 1] = 0
+    assert quant.state_dict_bytes(model, compress=True) < dense
+    assert quant.state_dict_bytes(model) == len(buffer.getvalue())  # same shapes, same size
+
+
+def test_int8_state_dict_is_about_a_quarter():
+    """Is an FX int8 model's saved state dict much smaller than the fp32 one?"""
+    model = random_vgg((16, 32, "M", 32, "M"), seed=3)
+    ratio = quant.state_dict_bytes(_int8(model)) / quant.state_dict_bytes(model)
+    assert 0.2 < ratio < 0.5
+
+
+class _Functional(nn.Module):
+    """A module whose forward reads parameters directly (get_attr nodes when traced)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 4))
+        self.register_buffer("offset", torch.ones(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.t() + self.offset
+
+
+def test_graph_state_dict_lists_get_attr_tensors():
+    """Does graph_state_dict return exactly the tensors of the graph's get_attr nodes?"""
+    traced = torch.fx.symbolic_trace(_Functional())
+    oracle = {str(n.target) for n in traced.graph.nodes if n.op == "get_attr"}
+    tensors = quant.graph_state_dict(traced)
+    assert set(tensors) == oracle == {"weight", "offset"}
+    assert tensors["weight"] is traced.weight
+
+
+def test_drop_unused_tensors_keeps_outputs():
+    """Does drop_unused_tensors remove only unread tensors, leaving the outputs unchanged?"""
+    traced = torch.fx.symbolic_trace(_Functional())
+    traced.register_parameter("unused", nn.Parameter(torch.randn(5)))  # as convert_pt2e leaves
+    x = torch.randn(2, 4)
+    before = traced(x)
+    assert quant.drop_unused_tensors(traced) == ["unused"]
+    assert set(traced.state_dict()) == {"weight", "offset"}
+    assert torch.equal(traced(x), before)
+
+
+def test_pt2e_converted_model_carries_unused_fp32_weights():
+    """After convert_pt2e, is state_dict() bigger than the graph's tensors, and fixed by dropping?"""
+    status = quant.torchao_status()
+    if not status.available:
+        pytest.skip(status.message)
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    model = random_vgg(TINY_ARCH, seed=4)
+    x = torch.rand(2, 3, 32, 32)
+    exported = torch.export.export(model, (x,)).module()
+    quantizer = xiq.X86InductorQuantizer().set_global(
+        xiq.get_default_x86_inductor_quantization_config()
+    )
+    prepared = prepare_pt2e(exported, quantizer)
+    prepared(x)
+    converted = convert_pt2e(prepared)
+    used = quant.graph_state_dict(converted)
+    assert any(t.dtype == torch.int8 for t in used.values())
+    assert quant.state_dict_bytes(converted) > quant.state_dict_bytes(used)
+    out = converted(x)
+    dropped = quant.drop_unused_tensors(converted)
+    assert dropped and all(name not in used for name in dropped)
+    assert torch.equal(converted(x), out)
+    assert set(converted.state_dict()) <= set(used)
+
+
+# ----------------------------------------------------------------------------- backend
+
+
+def test_select_quantized_engine_sets_a_supported_engine():
+    """Does it set torch.backends.quantized.engine to the first supported preference?"""
+    saved = torch.backends.quantized.engine
+    try:
+        supported = torch.backends.quantized.supported_engines
+        expected = next(e for e in quant.ENGINE_PREFERENCE if e in supported)
+        assert quant.select_quantized_engine() == expected
+        assert torch.backends.quantized.engine == expected
+        with pytest.raises(RuntimeError, match="no-such-engine"):
+            quant.select_quantized_engine(("no-such-engine",))
+    finally:
+        torch.backends.quantized.engine = saved
+
+
+def test_cpu_capability_is_text():
+    """Does cpu_capability name PyTorch's CPU instruction set?"""
+    assert quant.cpu_capability() == str(torch.backends.cpu.get_cpu_capability())
+
+
+def test_torchao_status_reports_a_missing_torchao(monkeypatch):
+    """With torchao unimportable, is it reported unavailable with the install command?"""
+    monkeypatch.setitem(sys.modules, "torchao", None)  # makes `import torchao` fail
+    status = quant.torchao_status()
+    assert not status.available and status.version is None
+    assert quant.TORCHAO_INSTALL in status.message and "skipped" in status.message
+
+
+def test_torchao_status_matches_import():
+    """Is torchao reported available exactly when its PT2E entry points import?"""
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e  # noqa: F401
+
+        importable = True
+    except Exception:
+        importable = False
+    status = quant.torchao_status()
+    assert status.available == importable
+    if importable:
+        import torchao
+
+        assert status.version == torchao.__version__
+
+
+# ----------------------------------------------------------------------------- warnings
+
+
+def _warn(message: str, category: type[Warning]) -> None:
+    warnings.warn(message, category, stacklevel=2)
+
+
+def test_silenced_context_hides_only_known_warnings():
+    """Are the known messages hidden (even under an error filter) and others still shown?"""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")
+        with quant.quantization_warnings_silenced():
+            _warn("torch.ao.quantization is deprecated and will be removed", DeprecationWarning)
+            _warn(
+                "Please use quant_min and quant_max to specify the range for observers.",
+                UserWarning,
+            )
+            warnings.simplefilter("always", UserWarning)  # inner change, undone on exit
+        warnings.simplefilter("always")
+        with quant.quantization_warnings_silenced():
+            _warn("must run observer before calling calculate_qparams", UserWarning)
+    assert [str(w.message) for w in caught] == [
+        "must run observer before calling calculate_qparams"
+    ]
+
+
+def test_silenced_context_hides_prepare_fx_deprecation():
+    """Does prepare_fx's real DeprecationWarning disappear inside the context?"""
+    model = random_vgg(TINY_ARCH, seed=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quant.quantization_warnings_silenced():
+            prepare_fx(model, QConfigMapping().set_global(_qconfig()), (torch.rand(1, 3, 32, 32),))
+    assert not [w for w in caught if "torch.ao.quantization is deprecated" in str(w.message)]
+
+
+def test_filter_quantization_warnings_installs_filters(capsys):
+    """Does the global filter hide the known messages and print what it hides?"""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lines = quant.filter_quantization_warnings()
+        _warn("torch.ao.quantization is deprecated", DeprecationWarning)
+        _warn("TypedStorage is deprecated", UserWarning)
+        _warn("something else", UserWarning)
+    assert [str(w.message) for w in caught] == ["something else"]
+    assert len(lines) == len(quant.KNOWN_WARNINGS)
+    assert "not an error" in capsys.readouterr().out
+
+
+def test_describe_warnings_counts_repeats():
+    """Is each distinct warning listed once, with its count?"""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            _warn("first line\nsecond line", DeprecationWarning)
+        _warn("other", UserWarning)
+    assert quant.describe_warnings(caught) == [
+        "DeprecationWarning: first line  (x3)",
+        "UserWarning: other",
+    ]
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def test_quantized_module_names_of_an_fx_model():
+    """Are the int8 modules those whose class PyTorch defines in its quantized packages?"""
+    import torch.ao.nn.intrinsic.quantized as nniq
+    import torch.ao.nn.quantized as nnq
+
+    int8 = _int8(random_vgg(TINY_ARCH, seed=6))
+    oracle = {
+        name: type(m).__name__
+        for name, m in int8.named_modules()
+        if isinstance(m, nnq.Conv2d | nnq.Linear | nniq.ConvReLU2d)
+    }
+    assert quant.quantized_module_names(int8) == oracle
+    assert set(oracle) == {"backbone.conv0", "backbone.conv1", "backbone.conv2", "classifier"}
+    assert quant.quantized_module_names(random_vgg(TINY_ARCH)) == {}
+
+
+def test_quantized_weight_sparsity_keeps_pruned_zeros():
+    """Do symmetric int8 weights keep the zeros of a pruned model (oracle: int_repr counts)?"""
+    model = random_vgg(TINY_ARCH, seed=7)
+    with torch.no_grad():
+        model.backbone.conv1.weight[:8] = 0  # half of conv1's filters
+    int8 = _int8(model)
+    weights = [
+        int8.get_submodule(name).weight().int_repr() for name in quant.quantized_module_names(int8)
+    ]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert quant.quantized_weight_sparsity(int8) == zeros / sum(w.numel() for w in weights)
+    assert zeros >= 8 * 8 * 9
+    assert quant.quantized_weight_sparsity(random_vgg(TINY_ARCH)) == 0.0
+
+
+def test_module_device():
+    """Is the device that of the first parameter, else buffer, else the CPU?"""
+    assert quant.module_device(nn.Linear(2, 2)) == torch.device("cpu")
+    assert quant.module_device(nn.ReLU()) == torch.device("cpu")
+    assert quant.module_device(nn.BatchNorm1d(3, affine=False)) == torch.device("cpu")
+    assert quant.module_device(nn.Linear(2, 2, device="meta")) == torch.device("meta")
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+def test_latency_by_batch_shape_and_counts():
+    """One LatencyResult per model and batch size, with fewer timed calls for big batches?"""
+    models = {"a": VGG(TINY_ARCH).eval(), "b": _int8(random_vgg(TINY_ARCH))}
+    result = quant.latency_by_batch(models, (1, 4), num_threads=1, n_warmup=1, n_test=8)
+    assert set(result) == {"a", "b"}
+    for per_batch in result.values():
+        assert set(per_batch) == {1, 4}
+        assert all(isinstance(r, LatencyResult) for r in per_batch.values())
+        assert per_batch[1].n == 8 and per_batch[4].n == 3
+        assert per_batch[1].num_threads == 1
+
+
+# ----------------------------------------------------------------------------- display
+
+
+def test_format_table_aligns_columns():
+    """Are columns in first-appearance order, numbers right-aligned, missing keys blank?"""
+    rows = [{"name": "conv0", "zeros": 1234}, {"name": "classifier", "sparsity": 0.5}]
+    lines = quant.format_table(rows).splitlines()
+    assert lines[0].split() == ["name", "zeros", "sparsity"]
+    assert set(lines[1]) <= {"-", " "}
+    assert lines[2].startswith("conv0 ") and "1,234" in lines[2]
+    assert lines[3].rstrip().endswith("0.5")
+    assert len({len(line) for line in lines[:2]}) == 1
+    assert quant.format_table([]) == "(no rows)"
+
+
+def test_plot_layer_sparsity_one_bar_per_layer_and_model():
+    """Does the figure hold one bar group per model, one bar per layer, heights = sparsity?"""
+    before = [
+        {"name": "backbone.conv0.weight", "sparsity": 0.0},
+        {"name": "classifier.weight", "sparsity": 0.1},
+    ]
+    after = [
+        {"name": "backbone.conv0.weight", "sparsity": 0.5},
+        {"name": "classifier.weight", "sparsity": 0.9},
+    ]
+    fig = quant.plot_layer_sparsity({"before": before, "after": after}, title="t")
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert len(ax.containers) == 2
+    assert [bar.get_height() for bar in ax.containers[1]] == [0.5, 0.9]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["conv0", "classifier"]
+    with pytest.raises(ValueError):
+        quant.plot_layer_sparsity({})
