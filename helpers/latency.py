@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.metrics import _model_device
+from helpers.profiles import module_device
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def measure_latency(
         A ``LatencyResult``; ``str(result)`` reads like ``12.3 ms (IQR 11.9-12.8 ms, n=100)``.
     """
     _check_counts(n_warmup, n_test)
-    device = _model_device(model)
+    device = module_device(model)
     inputs = dummy_input.to(device)
     with _inference([model], num_threads):
         threads = torch.get_num_threads()
@@ -161,7 +161,7 @@ def compare_latency(
     """
     _check_counts(n_warmup, n_test)
     names = list(models)
-    devices = {name: _model_device(models[name]) for name in names}
+    devices = {name: module_device(models[name]) for name in names}
     inputs = {name: dummy_input.to(devices[name]) for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
     with _inference(list(models.values()), num_threads):

@@ -17,21 +17,14 @@ import torch
 import torchprofile
 from torch import nn
 
+from helpers.profiles import module_device
+
 Byte = 8  # bits
 KiB = 1024 * Byte
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 SPARSE_FORMATS = ("csr", "bitmask", "coo")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a stateless model)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def get_model_macs(model: nn.Module, inputs: Any) -> int:
@@ -43,7 +36,7 @@ def get_model_macs(model: nn.Module, inputs: Any) -> int:
     gradients; each module's training flag is restored afterwards. Tensor inputs are moved
     to the model's device.
     """
-    device = _model_device(model)
+    device = module_device(model)
     if isinstance(inputs, torch.Tensor):
         inputs = inputs.to(device)
     elif isinstance(inputs, tuple):

@@ -54,7 +54,7 @@ def _enable_notebook_display() -> None:
         png.for_type(Figure, _figure_png)
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
     _enable_notebook_display()
     return Figure(figsize=figsize, layout="constrained")
 
@@ -63,7 +63,7 @@ def _panel_grid(num_panels: int, sharey: bool = False) -> tuple[Figure, list[Any
     """A figure with exactly ``num_panels`` axes laid out in rows of ``MAX_COLUMNS``."""
     ncols = max(1, min(num_panels, MAX_COLUMNS))
     nrows = max(1, math.ceil(num_panels / ncols))
-    fig = _new_figure((PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows))
+    fig = new_figure((PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows))
     axes = list(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey).ravel())
     for ax in axes[num_panels:]:
         fig.delaxes(ax)
@@ -181,7 +181,7 @@ def plot_num_parameters_distribution(model: nn.Module, count_nonzero_only: bool 
         raise ValueError("the model has no conv or linear weights (parameters with 2+ dims)")
     names = [name for name, _ in weights]
     totals = [w.numel() for _, w in weights]
-    fig = _new_figure((max(6.0, 0.8 * len(names) + 2), 4.5))
+    fig = new_figure((max(6.0, 0.8 * len(names) + 2), 4.5))
     ax = fig.subplots()
     positions = np.arange(len(names))
     bars = ax.bar(positions, totals, color=PRUNED_COLOR if count_nonzero_only else KEPT_COLOR)
@@ -236,7 +236,7 @@ def plot_mask(mask: torch.Tensor | np.ndarray, title: str | None = None) -> Figu
                 ]
     height, width = image.shape
     scale = 0.35 if max(height, width) <= 24 else 8.0 / max(height, width)
-    fig = _new_figure((max(3.5, width * scale + 1.0), max(2.5, height * scale + 1.6)))
+    fig = new_figure((max(3.5, width * scale + 1.0), max(2.5, height * scale + 1.6)))
     ax = fig.subplots()
     cmap = ListedColormap([PRUNED_COLOR, KEPT_COLOR]).with_extremes(bad="white")
     ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
@@ -319,7 +319,7 @@ def plot_comparison_table(rows: Sequence[Mapping[str, Any]], title: str | None =
     widths = [
         max(len(str(key)), *(len(line[j]) for line in cells)) for j, key in enumerate(columns)
     ]
-    fig = _new_figure(
+    fig = new_figure(
         (max(3.0, 0.075 * sum(widths) + 0.25 * len(columns)), 0.3 * (len(rows) + 1) + 0.6)
     )
     ax = fig.subplots()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,4 +142,13 @@ def get_device(prefer: str | None = None) -> torch.device:
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
+    return torch.device("cpu")
+
+
+def module_device(model: nn.Module) -> torch.device:
+    """The device of the first parameter or buffer of ``model`` (the CPU if it has none)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
     return torch.device("cpu")

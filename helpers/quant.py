@@ -37,7 +37,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from helpers.latency import LatencyResult, compare_latency
-from helpers.plots import _new_figure, format_cell
+from helpers.plots import format_cell, new_figure
+from helpers.profiles import module_device  # noqa: F401  (re-exported: Lab 3 imports it from here)
 
 TORCHAO_REQUIREMENT = "torchao>=0.18,<0.19"
 TORCHAO_INSTALL = f".venv/bin/pip install '{TORCHAO_REQUIREMENT}'"
@@ -292,15 +293,6 @@ def _is_helper(module: nn.Module) -> bool:
     return type(module).__name__ in {"Quantize", "DeQuantize", "LinearPackedParams"}
 
 
-def module_device(model: nn.Module) -> torch.device:
-    """The device of the first parameter or buffer of ``model`` (the CPU if it has none)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 # ----------------------------------------------------------------------------- latency
 
 
@@ -390,7 +382,7 @@ def plot_layer_sparsity(
     names: list[str] = []
     for rows in tables.values():
         names += [str(row["name"]) for row in rows if str(row["name"]) not in names]
-    fig = _new_figure((max(4.0, 0.45 * len(names) * max(1, len(tables)) ** 0.5 + 1.5), 2.8))
+    fig = new_figure((max(4.0, 0.45 * len(names) * max(1, len(tables)) ** 0.5 + 1.5), 2.8))
     ax = fig.subplots()
     width = 0.8 / len(tables)
     x = np.arange(len(names))

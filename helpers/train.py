@@ -28,18 +28,9 @@ from tqdm.auto import tqdm
 
 from helpers.checkpoints import DENSE_CHECKPOINT, CheckpointError, save_atomic, save_checkpoint
 from helpers.models import VGG
-from helpers.profiles import Profile, data_dir, get_device, get_profile
+from helpers.profiles import Profile, data_dir, get_device, get_profile, module_device
 
 _INTEGER_DTYPES = {torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64}
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); the CPU for an empty model."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _holds_integer_weights(model: nn.Module) -> bool:
@@ -107,7 +98,7 @@ def _train_epoch(
     verbose: bool = True,
     desc: str = "train",
 ) -> float:
-    device = _model_device(model)
+    device = module_device(model)
     model.train()
     total = len(dataloader) if hasattr(dataloader, "__len__") else None
     if max_steps is not None:
@@ -157,7 +148,7 @@ def evaluate(
         extra_preprocess: functions applied to each input batch on the device, in order
             (as in the MIT quantization lab, e.g. shifting inputs to int8).
     """
-    device = _model_device(model)
+    device = module_device(model)
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
     use_autocast = not _holds_integer_weights(model)
