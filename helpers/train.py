@@ -64,6 +64,9 @@ def train(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     callbacks: Sequence[Callable[[], Any]] | None = None,
     max_steps: int | None = None,
+    *,
+    verbose: bool = True,
+    desc: str = "train",
 ) -> float:
     """Train ``model`` for ONE epoch (or ``max_steps`` batches); return the mean training loss.
 
@@ -80,24 +83,12 @@ def train(
         scheduler: learning-rate scheduler stepped after every optimizer step, or ``None``.
         callbacks: callables run after every optimizer step (a pruner re-applying its masks).
         max_steps: stop after this many batches (``None``: the whole dataloader).
+        verbose: show a tqdm progress bar.
+        desc: the progress bar's label.
 
     Returns:
         The loss averaged over the training samples seen, as a Python float.
     """
-    return _train_epoch(model, dataloader, criterion, optimizer, scheduler, callbacks, max_steps)
-
-
-def _train_epoch(
-    model: nn.Module,
-    dataloader: Iterable,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    callbacks: Sequence[Callable[[], Any]] | None = None,
-    max_steps: int | None = None,
-    verbose: bool = True,
-    desc: str = "train",
-) -> float:
     device = module_device(model)
     model.train()
     total = len(dataloader) if hasattr(dataloader, "__len__") else None
@@ -381,7 +372,7 @@ def train_dense(
     accuracy = history[-1]["test_accuracy"] if history else float("nan")
     for epoch in range(first_epoch, epochs):
         _set_loader_epoch(train_loader, epoch)
-        train_loss = _train_epoch(
+        train_loss = train(
             model,
             train_loader,
             criterion,

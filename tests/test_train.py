@@ -308,13 +308,13 @@ def test_train_dense_resumes_after_an_interruption(data, tmp_path, monkeypatch):
     monkeypatch.setattr(helpers.train, "evaluate", real_evaluate)
 
     epochs_run = []
-    real_epoch = helpers.train._train_epoch
+    real_epoch = helpers.train.train
 
     def counting_epoch(*args, **kwargs):
         epochs_run.append(kwargs.get("desc"))
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(helpers.train, "_train_epoch", counting_epoch)
+    monkeypatch.setattr(helpers.train, "train", counting_epoch)
     resumed = run_dense(data, out)
     assert epochs_run == ["epoch 2/2"]
     assert [h["epoch"] for h in resumed.history] == [1, 2]
