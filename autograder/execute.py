@@ -8,7 +8,8 @@ limit is interrupted and the kernel goes on with the next cell, unless it does n
 which case it is killed. A dead kernel (``os._exit``, a segfault, the memory cap) ends the run;
 the cells not run are reported as such. Outputs are capped in bytes; the kernel's whole process
 group is killed at the end, so children it started do not outlive it (unless they left the
-group on purpose).
+group on purpose; with a ``SandboxSpec``, they cannot: ``autograder.sandbox`` isolates the
+kernel and kills everything below its launcher).
 
 A cell *passes* iff its ``execute_reply`` says ``ok``: printing to stderr or warning never fails
 a cell.
@@ -17,6 +18,7 @@ a cell.
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 import os
 import signal
@@ -32,7 +34,10 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode, v4
-from traitlets import Integer
+from traitlets import Instance, Integer
+
+from autograder import sandbox as sandboxing
+from autograder.sandbox import SandboxSpec
 
 # Environment variables passed through to the kernel; everything else is dropped.
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "SHELL")
@@ -42,6 +47,7 @@ import resource, sys
 limit = {limit}
 if limit:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+{sandbox}
 sys.meta_path[:] = [f for f in sys.meta_path
                     if not getattr(f, "__module__", "").startswith("__editable__")]
 if sys.path and sys.path[0] == "":
@@ -87,6 +93,8 @@ class Execution:
     stopped: str | None  # why cells were not run, or None when every cell ran
     stopped_status: str | None  # "timeout" or "error" for the cells not run
     seconds: float
+    grader_error: str | None = None  # the grader itself failed (regraded on the next run)
+    isolation: str = "none"  # what isolated the student's kernel (autograder.sandbox)
 
 
 def kernel_env(
@@ -118,12 +126,54 @@ def kernel_env(
 
 
 class _LimitedKernelManager(AsyncKernelManager):
-    """Starts ipykernel through a launcher that applies the memory cap first."""
+    """Starts ipykernel through a launcher that applies the memory cap first and, with a
+    ``sandbox``, isolates the kernel (``autograder.sandbox``; then the connection file and the
+    ZeroMQ ipc sockets are in ``<workspace>/.kernel/``).
+
+    Raises ``SandboxError`` on creation when ``AUTOGRADER_SANDBOX=require`` cannot be met.
+    """
 
     memory_bytes = Integer(0)
+    sandbox = Instance(SandboxSpec, allow_none=True)
+
+    def __init__(self, **kwargs) -> None:  # noqa: ANN003
+        super().__init__(**kwargs)
+        self.launch: sandboxing.Launch | None = None
+        if self.sandbox is not None:
+            sandboxing.check(self.sandbox)
+
+    async def start_kernel(self, **kw) -> None:  # noqa: ANN003
+        if self.sandbox is not None:
+            cwd = Path(kw.get("cwd") or os.getcwd())
+            self.launch = sandboxing.prepare(self.sandbox, cwd, kw.get("env") or {})
+            if self.launch.runtime is not None:
+                self.transport, self.cache_ports = "ipc", False
+                self.connection_file = str(self.launch.runtime / "kernel.json")
+                self.ip = str(self.launch.runtime / "kernel")
+        await super().start_kernel(**kw)
+
+    @property
+    def isolation(self) -> str:
+        """Which isolation the kernel got (``sandbox.describe``), or "none"."""
+        return self.launch.isolation if self.launch is not None else "none"
+
+    @property
+    def launcher_pid(self) -> int | None:
+        """The process jupyter_client started (the kernel itself when not sandboxed)."""
+        process = getattr(getattr(self, "provisioner", None), "process", None)
+        return process.pid if process is not None else None
+
+    @property
+    def kernel_pid(self) -> int | None:
+        """The ipykernel process, as the grader sees it (outside any PID namespace)."""
+        pid = self.launcher_pid
+        if pid is None or self.launch is None:
+            return pid
+        return sandboxing.first_child(pid)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        code = _LAUNCHER.format(limit=int(self.memory_bytes))
+        isolate = self.launch.code(self.connection_file) if self.launch is not None else ""
+        code = _LAUNCHER.format(limit=int(self.memory_bytes), sandbox=isolate)
         return [sys.executable, "-c", code, "-f", os.path.realpath(self.connection_file)] + list(
             extra_arguments or []
         )
@@ -154,6 +204,27 @@ class _CappedClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A second, trusted kernel that runs some cells in place of the student's kernel.
+
+    Attributes:
+        cells: indices (in the notebook) of the cells run by the judge, never by the student's
+            kernel (the test cells); the judge runs them in notebook order, each when the
+            student's kernel has run every cell before it.
+        prelude: code the judge runs first, while the student's kernel starts on its cells
+            (the lab's set-up cells, then the line that connects the judge to the student's
+            kernel).
+        env: the judge's environment; the student's kernel's connection file and pid are added.
+        cwd: the judge's working folder.
+    """
+
+    cells: frozenset[int]
+    prelude: tuple[str, ...]
+    env: dict[str, str]
+    cwd: Path
+
+
 def execute(
     notebook: NotebookNode,
     *,
@@ -163,32 +234,30 @@ def execute(
     stop_on_error: bool = False,
     on_cell: Callable[[int, CellRun], None] | None = None,
     kernel_log: Path | None = None,
+    judge: JudgeSpec | None = None,
+    sandbox: SandboxSpec | None = None,
 ) -> Execution:
     """Run every code cell of ``notebook`` (in place) in a fresh kernel; see the module doc.
 
+    With ``judge``, the cells it names run in the judge kernel instead (their outputs are put
+    into the notebook), each after the student's kernel has run every cell before it.
     The kernel process's own stdout and stderr (not the cells' outputs) go to ``kernel_log``,
-    or nowhere.
+    or nowhere. With ``sandbox``, the student's kernel runs isolated (``autograder.sandbox``);
+    ``SandboxError`` when ``AUTOGRADER_SANDBOX=require`` cannot be met.
     """
     if kernel_log is None:
-        return asyncio.run(_execute(notebook, cwd, env, limits, stop_on_error, on_cell, None))
+        return asyncio.run(
+            _execute(notebook, cwd, env, limits, stop_on_error, on_cell, None, judge, sandbox)
+        )
     with open(kernel_log, "ab") as log:
-        return asyncio.run(_execute(notebook, cwd, env, limits, stop_on_error, on_cell, log))
+        return asyncio.run(
+            _execute(notebook, cwd, env, limits, stop_on_error, on_cell, log, judge, sandbox)
+        )
 
 
-async def _execute(
-    notebook: NotebookNode,
-    cwd: Path,
-    env: dict[str, str],
-    limits: Limits,
-    stop_on_error: bool,
-    on_cell: Callable[[int, CellRun], None] | None,
-    log: BinaryIO | None,
-) -> Execution:
-    start = time.monotonic()
-    memory = int(limits.memory_mb or 0) << 20
-    km = _LimitedKernelManager(kernel_name="python3", memory_bytes=memory)
-    replies: dict[int, dict] = {}
-
+def _new_client(
+    notebook: NotebookNode, km: _LimitedKernelManager, limits: Limits, cwd: Path, replies: dict
+) -> _CappedClient:
     def remember(cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
         replies[cell_index] = execute_reply
 
@@ -206,6 +275,112 @@ async def _execute(
         resources={"metadata": {"path": str(cwd)}},
     )
     client._output_used, client._output_cut = {}, set()
+    return client
+
+
+async def _start(client: _CappedClient, env: dict, cwd: Path, log: BinaryIO | None) -> None:
+    stream = log if log is not None else subprocess.DEVNULL
+    await client.async_start_new_kernel(
+        env=env, cwd=str(cwd), stdout=stream, stderr=subprocess.STDOUT
+    )
+    await client.async_start_new_kernel_client()
+
+
+def _kernel_pid(km: _LimitedKernelManager) -> int | None:
+    process = getattr(getattr(km, "provisioner", None), "process", None)
+    return process.pid if process is not None else None
+
+
+class _Judge:
+    """The judge kernel of one run: started with the student's, prelude run in the background."""
+
+    def __init__(self, spec: JudgeSpec, notebook: NotebookNode, limits: Limits) -> None:
+        self.spec = spec
+        self.limits = limits
+        prelude = [v4.new_code_cell(source) for source in spec.prelude]
+        self.offset = len(prelude)
+        self.position = {index: self.offset + i for i, index in enumerate(sorted(spec.cells))}
+        cells = [copy.deepcopy(notebook.cells[index]) for index in sorted(spec.cells)]
+        self.notebook = v4.new_notebook(cells=prelude + cells, metadata=notebook.metadata)
+        self.km = _LimitedKernelManager(
+            kernel_name="python3", memory_bytes=int(limits.memory_mb or 0) << 20
+        )
+        self.replies: dict[int, dict] = {}
+        self.client = _new_client(self.notebook, self.km, limits, spec.cwd, self.replies)
+        self.ready: asyncio.Task | None = None
+        self.failed: str | None = None
+        self.grader_fault = False  # the judge failed on its own (not because of the student)
+
+    def begin(self, student_km: _LimitedKernelManager, log: BinaryIO | None) -> None:
+        env = dict(self.spec.env)
+        env["AUTOGRADER_STUDENT_CONNECTION"] = str(student_km.connection_file)
+        pid = getattr(student_km, "kernel_pid", None) or _kernel_pid(student_km)
+        env["AUTOGRADER_STUDENT_PID"] = str(pid or 0)
+        self.ready = asyncio.create_task(self._prelude(env, log))
+
+    async def _prelude(self, env: dict, log: BinaryIO | None) -> None:
+        try:
+            await _start(self.client, env, self.spec.cwd, log)
+        except Exception as error:  # noqa: BLE001
+            self.failed = f"the grader's test kernel did not start: {type(error).__name__}: {error}"
+            self.grader_fault = True
+            return
+        for index in range(self.offset):
+            run, fatal = await _run_cell(
+                self.client, self.notebook, index, math.inf, self.limits, self.replies
+            )
+            if not run.passed:
+                self.failed = (
+                    f"the grader's test kernel failed in its set-up ({run.ename}: "
+                    f"{run.evalue[:300]})"
+                )
+                self.grader_fault = True
+                return
+
+    async def run(self, notebook: NotebookNode, index: int, left: float) -> CellRun:
+        """Run test cell ``index`` in the judge; its outputs go into ``notebook``."""
+        assert self.ready is not None
+        await self.ready
+        if self.failed:
+            return CellRun("error", 0.0, "GraderError", self.failed)
+        position = self.position[index]
+        run, fatal = await _run_cell(
+            self.client, self.notebook, position, left, self.limits, self.replies
+        )
+        judged = self.notebook.cells[position]
+        notebook.cells[index].outputs = judged.get("outputs", [])
+        notebook.cells[index].execution_count = judged.get("execution_count")
+        if fatal:
+            self.failed = f"the grader's test kernel stopped: {fatal[0]}"
+        return run
+
+    async def close(self) -> None:
+        if self.ready is not None and not self.ready.done():
+            self.ready.cancel()
+            try:
+                await self.ready
+            except BaseException:  # noqa: BLE001 (cancelled)
+                pass
+        await _shutdown(self.client, self.km)
+
+
+async def _execute(
+    notebook: NotebookNode,
+    cwd: Path,
+    env: dict[str, str],
+    limits: Limits,
+    stop_on_error: bool,
+    on_cell: Callable[[int, CellRun], None] | None,
+    log: BinaryIO | None,
+    judge_spec: JudgeSpec | None = None,
+    sandbox: SandboxSpec | None = None,
+) -> Execution:
+    start = time.monotonic()
+    memory = int(limits.memory_mb or 0) << 20
+    km = _LimitedKernelManager(kernel_name="python3", memory_bytes=memory, sandbox=sandbox)
+    replies: dict[int, dict] = {}
+    client = _new_client(notebook, km, limits, cwd, replies)
+    judge = _Judge(judge_spec, notebook, limits) if judge_spec is not None else None
     runs: dict[int, CellRun] = {}
     stopped: str | None = None
     stopped_status: str | None = None
@@ -217,16 +392,14 @@ async def _execute(
     deadline = start + limits.notebook_timeout if limits.notebook_timeout else math.inf
     try:
         try:
-            stream = log if log is not None else subprocess.DEVNULL
-            await client.async_start_new_kernel(
-                env=env, cwd=str(cwd), stdout=stream, stderr=subprocess.STDOUT
-            )
-            await client.async_start_new_kernel_client()
+            await _start(client, env, cwd, log)
         except Exception as error:  # noqa: BLE001 (any start failure is reported, not raised)
             stopped = f"the kernel did not start: {type(error).__name__}: {error}"
             stopped_status = "error"
             code_cells_left = code_cells
         else:
+            if judge is not None:
+                judge.begin(km, log)
             code_cells_left = []
             for position, index in enumerate(code_cells):
                 left = deadline - time.monotonic()
@@ -238,7 +411,10 @@ async def _execute(
                     stopped_status = "timeout"
                     code_cells_left = code_cells[position:]
                     break
-                run, fatal = await _run_cell(client, notebook, index, left, limits, replies)
+                if judge is not None and index in judge.spec.cells:
+                    run, fatal = await judge.run(notebook, index, left), None
+                else:
+                    run, fatal = await _run_cell(client, notebook, index, left, limits, replies)
                 runs[index] = run
                 if on_cell:
                     on_cell(index, run)
@@ -253,8 +429,14 @@ async def _execute(
         for index in code_cells_left:
             runs[index] = CellRun("not_run", evalue=stopped or "")
     finally:
+        if judge is not None:
+            await judge.close()
         await _shutdown(client, km)
-    return Execution(notebook, runs, stopped, stopped_status, time.monotonic() - start)
+    execution = Execution(notebook, runs, stopped, stopped_status, time.monotonic() - start)
+    if judge is not None and judge.grader_fault:
+        execution.grader_error = judge.failed
+    execution.isolation = km.isolation
+    return execution
 
 
 async def _run_cell(
@@ -333,12 +515,11 @@ async def _interrupt(client: _CappedClient, wait: float = 15.0) -> bool:
 
 
 async def _shutdown(client: _CappedClient, km: _LimitedKernelManager) -> None:
-    """Stop the kernel and everything left in its process group."""
-    pid = None
-    provisioner = getattr(km, "provisioner", None)
-    process = getattr(provisioner, "process", None)
-    if process is not None:
-        pid = process.pid
+    """Stop the kernel and everything left in its process group (in a sandbox: everything
+    the launcher has below it, ``setsid`` or not)."""
+    pid = km.launcher_pid
+    if pid and km.launch is not None:
+        sandboxing.kill_tree(pid)
     try:
         if client.kc is not None:
             client.kc.stop_channels()

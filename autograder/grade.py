@@ -1,43 +1,46 @@
-"""Grade submissions: restore, run in a separate kernel, score, and keep every result.
+"""Grade submissions: restore, run in two kernels, score, and keep every result.
 
 One submission goes through ``grade_submission``: read it (``unreadable`` when it cannot be),
 restore the test and locked cells from the source (``tampered`` rows when they were changed),
-copy it into a fresh temporary folder that holds only what a student has (the notebook, a
-copy of ``helpers/`` on ``PYTHONPATH``, a private ``LAB_DATA`` holding what the lab's set-up
-cells create, see ``prime_data``), run it cell by cell in a new
-kernel (``autograder.execute``) with ``LAB_PROFILE=smoke`` and ``NBGRADER_EXECUTION=autograde``,
-and score each graded cell: a test cell earns its points iff it runs without raising.
+then run it with two kernels (``autograder.execute``), each in a fresh temporary folder:
+
+- the **student's kernel** runs every cell the student has (solutions, provided cells, their
+  own cells), never a test cell, in a sandbox (``autograder.sandbox``: no network, the
+  course's sources, the grade folder and the submissions hidden, processes bounded and all
+  killed at the end, memory and time capped), with ``LAB_PROFILE=smoke`` and
+  ``NBGRADER_EXECUTION=autograde``;
+- the **judge kernel** is trusted: it runs the lab's set-up cells and then each test cell
+  (visible checks and hidden tests, from the source) when the student's kernel has run every
+  cell before it. The names a test takes from the student are proxies
+  (``autograder.judge_runtime``): a call runs the student's function in the student's kernel
+  and brings back its result, and the arguments it changed in place, as data that cannot run
+  code in the judge.
+
+A test cell earns its points iff it runs in the judge without raising. So the verdict never
+depends on anything the student's kernel can change: monkeypatching ``builtins``, ``torch``,
+``numpy``, the assert statement or IPython's input transformers, reading ``In``, or writing
+files changes only the student's own kernel. The hidden tests never reach the student's
+kernel; only the objects a test passes to a student function do (with the code of classes
+and functions a test defines to build them).
 
 ``grade_batch`` does that for many submissions, in parallel processes, writing each student's
 result atomically to ``DIR/.results/<lab>/<student>.json`` as soon as it is done, so that an
 interrupted batch resumes where it stopped; the CSVs are rebuilt from those files.
 
-What this engine protects against, and what not yet (issue 5 hardens it):
-
-- Protects: edited, deleted or metadata-stripped test and locked cells (restored, flagged);
-  infinite loops (per-cell and per-notebook limits); a dying kernel (``os._exit``, segfault:
-  earlier cells keep their scores); memory bombs (``RLIMIT_AS`` cap: a ``MemoryError`` or a
-  dead kernel, not a dead machine); huge outputs (capped per cell); stderr and warnings (never
-  cost points); children left running (the kernel's process group is killed); secrets in the
-  environment (the kernel gets a minimal one); a student's ``import autograder`` (the
-  editable-install hook is dropped in the kernel); hidden tests in the feedback (stripped).
-- Does not protect yet: hidden tests run *in the student's kernel*, so student code that runs
-  first can monkeypatch ``builtins``, ``torch``, ``numpy``, ``AssertionError`` or IPython's
-  input transformers and make a failing test pass, and code running after a test cell can
-  read that cell's hidden tests from IPython's history (``In``); the kernel runs as the
-  grader's user with the grader's file system, so absolute paths reach the source notebooks,
-  reference outputs and other students' files; there is no network block, no limit on
-  processes or threads a student starts, and a process that calls ``setsid`` escapes the
-  group kill. Run the grader in a container or as a separate user until issue 5 lands.
-
-Where that work plugs in: ``score`` only needs, per graded cell, whether it passed (a
-``CellRun``); an engine that runs the hidden tests in a fresh interpreter against what the
-student's kernel produced can replace ``run_in_workspace`` and keep restore, scoring,
-results, CSVs and feedback as they are.
+Limits of this design, on purpose: what a student function returns must be built from data,
+PyTorch's classes and the course's (``helpers``) classes, or it is refused with a message; a
+value computed by a provided cell in the student's kernel (Lab 1's ``sparse_accuracy``, used
+only under ``full``) is taken from that kernel as it is. A test may swap in a reference
+version of another student function for one call (Lab 3's ``quantize_model`` and
+``prune_finetune`` cells do, to grade one function at a time); that reference then runs in
+the student's kernel for that call.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -60,8 +63,9 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.course import Course
-from autograder.execute import Execution, Limits, execute, kernel_env
+from autograder import sandbox
+from autograder.course import REPO_ROOT, Course
+from autograder.execute import Execution, JudgeSpec, Limits, execute, kernel_env
 from autograder.notebooks import (
     Lab,
     Restored,
@@ -71,7 +75,9 @@ from autograder.notebooks import (
     nbgrader_meta,
     read_submission,
     restore,
+    source_text,
 )
+from autograder.sandbox import SandboxSpec
 
 RESULT_VERSION = 1
 GRADING_ENV = {"NBGRADER_EXECUTION": "autograde"}
@@ -79,6 +85,10 @@ GRADING_ENV = {"NBGRADER_EXECUTION": "autograde"}
 STATUS_ORDER = ("unreadable", "error", "timeout", "tampered", "manual", "ok")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _CELL_FRAME = re.compile(r"Cell In\[(\d+)\], line (\d+)")
+
+
+class GraderError(RuntimeError):
+    """The grader itself failed on a submission (stored as an internal error, regraded later)."""
 
 
 class UsageError(ValueError):
@@ -94,6 +104,7 @@ class Settings:
     limits: Limits = Limits()
     profile: str = "smoke"
     data_seed: Path | None = None  # LAB_DATA each submission gets a copy of (see prime_data)
+    hidden: tuple[Path, ...] = ()  # paths the student's kernel must not see (see hidden_paths)
     skip: frozenset[str] = frozenset()  # grade_ids of locked cells not to run (tests only)
 
 
@@ -122,17 +133,23 @@ class BatchReport:
 
 @contextmanager
 def workspace(
-    course: Course, notebook_name: str, data: bytes, data_seed: Path | None = None
+    course: Course,
+    notebook_name: str,
+    data: bytes,
+    data_seed: Path | None = None,
+    judge: bool = False,
 ) -> Iterator[tuple[Path, dict]]:
     """A temporary folder holding only what a student has; yields (cwd, extra env).
 
     ``LAB_DATA`` is a fresh folder, a private copy of ``data_seed`` when given (so one
-    submission cannot change another's data).
+    submission cannot change another's data). ``rpc/`` beside the working folder is where the
+    judge's requests to the student's kernel go. ``judge``: the judge's own folder, which
+    also holds the judge's runtime (``autograder_judge`` on its ``PYTHONPATH``).
     """
-    root = Path(tempfile.mkdtemp(prefix="autograder-"))
+    root = Path(tempfile.mkdtemp(prefix="autograder-judge-" if judge else "autograder-"))
     try:
         work, lib, data_dir = root / "work", root / "lib", root / "data"
-        for folder in (work, lib, root / "home", root / "tmp"):
+        for folder in (work, lib, root / "home", root / "tmp", root / "rpc"):
             folder.mkdir()
         if data_seed is not None and data_seed.is_dir():
             shutil.copytree(data_seed, data_dir)
@@ -146,6 +163,8 @@ def workspace(
                 )
             elif path.is_file():
                 shutil.copy2(path, lib / path.name)
+        if judge:
+            shutil.copy2(Path(__file__).with_name("judge_runtime.py"), lib / "autograder_judge.py")
         extra = {
             "PYTHONPATH": str(lib),
             "LAB_DATA": str(data_dir),
@@ -168,19 +187,161 @@ def run_in_workspace(
     profile: str,
     data_seed: Path | None = None,
     keep_data: Path | None = None,
+    lab: Lab | None = None,
+    judged: frozenset[int] = frozenset(),
+    hidden: tuple[Path, ...] | None = None,
 ) -> Execution:
     """Execute ``notebook`` the way grading does (fresh folder, kernel, limits, profile).
 
+    ``lab`` and ``judged``: run the cells at the indices ``judged`` (the test cells) in a
+    trusted judge kernel instead of the student's (see ``judge_spec``). ``hidden``: run the
+    student's kernel in a sandbox (``autograder.sandbox``) where those paths are hidden.
     ``keep_data``: copy the run's ``LAB_DATA`` there afterwards (to prime a data seed).
     """
-    with workspace(course, name, data, data_seed) as (cwd, extra):
+    with contextlib.ExitStack() as stack:
+        cwd, extra = stack.enter_context(workspace(course, name, data, data_seed))
         env = kernel_env({**extra, **GRADING_ENV, "LAB_PROFILE": profile}, threads=limits.threads)
+        judge = None
+        if lab is not None and judged:
+            judge_cwd, judge_extra = stack.enter_context(
+                workspace(course, "judge.ipynb", b"{}", data_seed, judge=True)
+            )
+            judge = judge_spec(
+                lab, judged, judge_cwd, judge_extra, cwd.parent / "rpc", limits, profile
+            )
+        sandbox = None
+        if hidden is not None:
+            sandbox = SandboxSpec(hidden=hidden, workspace=cwd.parent, max_processes=256)
         execution = execute(
-            notebook, cwd=cwd, env=env, limits=limits, kernel_log=cwd.parent / "kernel.log"
+            notebook,
+            cwd=cwd,
+            env=env,
+            limits=limits,
+            kernel_log=cwd.parent / "kernel.log",
+            judge=judge,
+            sandbox=sandbox,
         )
         if keep_data is not None:
             shutil.copytree(extra["LAB_DATA"], keep_data)
         return execution
+
+
+def hidden_paths(course: Course, out: Path | None = None, inputs: Iterable[Path] = ()) -> tuple:
+    """What a student's kernel must not see: the course (sources with solutions and hidden
+    tests, reference outputs, git history), the grade folder, the submissions, the other
+    workspaces (the temporary folder) and the grader's home. Its own workspace and the Python
+    installation stay visible (``autograder.sandbox``)."""
+    paths = [course.root, REPO_ROOT, Path(tempfile.gettempdir()), Path.home()]
+    paths += [Path(p) for p in inputs]
+    if out is not None:
+        paths.append(Path(out))
+    unique = []
+    for path in paths:
+        resolved = path.resolve()
+        if resolved not in unique and resolved != Path("/"):
+            unique.append(resolved)
+    return tuple(unique)
+
+
+def setup_cells(lab: Lab) -> list:
+    """The lab's set-up cells: its locked code cells before the first solution or graded cell,
+    only those with "setup" in their grade_id when there are such."""
+    leading = []
+    for cell in lab.notebook.cells:
+        kind = cell_kind(cell)
+        if kind in ("solution", "test", "autograded", "manual"):
+            break
+        if kind == "locked" and cell.cell_type == "code":
+            leading.append(copy.deepcopy(cell))
+    named = [c for c in leading if "setup" in str(c.metadata.nbgrader.grade_id)]
+    return named or leading
+
+
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """(names read, names bound) anywhere in ``source``; magics and shell lines ignored."""
+    lines = ["" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except SyntaxError:
+        return set(), set()
+    read, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return read, bound
+
+
+def _top_level_names(source: str) -> set[str]:
+    """Names a cell binds at top level (functions, classes, assignments)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def student_names(lab: Lab) -> list[str]:
+    """Names the judge takes from the student's kernel.
+
+    What the solution cells define at top level, and what the test cells read that neither
+    the set-up cells, the test cells nor Python define (values computed by the notebook's
+    other cells, such as an accuracy after fine-tuning).
+    """
+    names: set[str] = set()
+    for cell in lab.cells:
+        if cell.kind in ("solution", "autograded") and cell.cell_type == "code":
+            names |= _top_level_names(cell.source)
+    judge_bound: set[str] = set(dir(builtins))
+    for cell in setup_cells(lab):
+        judge_bound |= _names(cell.source)[1]
+    for cell in lab.cells:
+        if cell.kind == "test":
+            read, bound = _names(cell.source)
+            names |= read - judge_bound - bound
+            judge_bound |= bound
+    return sorted(names - set(dir(builtins)))
+
+
+JUDGE_INSTALL = "import autograder_judge as _autograder_judge\n_autograder_judge.install()\ndel _autograder_judge\n"
+
+
+def judge_spec(
+    lab: Lab,
+    judged: frozenset[int],
+    cwd: Path,
+    extra: dict,
+    rpc_dir: Path,
+    limits: Limits,
+    profile: str,
+) -> JudgeSpec:
+    """The judge kernel of one submission: the lab's set-up cells, then the test cells."""
+    env = kernel_env(
+        {
+            **extra,
+            **GRADING_ENV,
+            "LAB_PROFILE": profile,
+            "AUTOGRADER_RPC_DIR": str(rpc_dir),
+            "AUTOGRADER_STUDENT_NAMES": json.dumps(student_names(lab)),
+            "AUTOGRADER_CELL_TIMEOUT": str(limits.cell_timeout or 10**6),
+        },
+        threads=limits.threads,
+    )
+    prelude = tuple(source_text(cell) for cell in setup_cells(lab)) + (JUDGE_INSTALL,)
+    return JudgeSpec(cells=judged, prelude=prelude, env=env, cwd=cwd)
 
 
 def prime_data(settings: Settings, cache: Path, log=print) -> Path | None:
@@ -193,15 +354,7 @@ def prime_data(settings: Settings, cache: Path, log=print) -> Path | None:
     lab source, the student files and the profile; None when the set-up cells fail.
     """
     lab = settings.course.load(settings.lab)
-    leading = []
-    for cell in lab.notebook.cells:
-        kind = cell_kind(cell)
-        if kind in ("solution", "test", "autograded", "manual"):
-            break
-        if kind == "locked" and cell.cell_type == "code":
-            leading.append(copy.deepcopy(cell))
-    named = [c for c in leading if "setup" in str(c.metadata.nbgrader.grade_id)]
-    setup = named or leading
+    setup = setup_cells(lab)
     if not setup:
         return None
     digest = hashlib.sha256(lab.path.read_bytes() + settings.profile.encode())
@@ -277,6 +430,11 @@ def grade_submission(
     for grade_id in settings.skip:
         if grade_id in restored.index_of and lab.by_id[grade_id].kind == "locked":
             restored.notebook.cells[restored.index_of[grade_id]].source = ""
+    judged = frozenset(
+        restored.index_of[cell.grade_id]
+        for cell in lab.cells
+        if cell.kind == "test" and cell.grade_id in restored.index_of
+    )
     execution = run_in_workspace(
         restored.notebook,
         settings.course,
@@ -285,13 +443,19 @@ def grade_submission(
         settings.limits,
         settings.profile,
         data_seed=settings.data_seed,
+        lab=lab,
+        judged=judged,
+        hidden=settings.hidden or hidden_paths(settings.course),
     )
+    if execution.grader_error:
+        raise GraderError(execution.grader_error)
     rows = score(lab, restored, execution)
     notes = list(restored.notes)
     if execution.stopped:
         notes.append(f"Execution stopped early: {execution.stopped}.")
     result = _result(submission, settings, lab, data, rows, notes, restored)
     result["seconds"] = round(time.monotonic() - began, 2)
+    result["isolation"] = execution.isolation
     result["cells"] = [
         [index, _grade_id_at(restored, index), run.status, round(run.seconds, 2)]
         for index, run in sorted(execution.runs.items())
@@ -670,6 +834,7 @@ def grade_batch(
     from autograder import report
 
     out = Path(out)
+    inputs = [Path(p) for p in inputs]
     lab = settings.course.load(settings.lab)
     lab_sha = lab_fingerprint(lab)
     out.mkdir(parents=True, exist_ok=True)
@@ -692,6 +857,13 @@ def grade_batch(
         }
         if batch.skipped:
             log(f"{len(batch.skipped)} already graded (kept); {len(todo)} to grade")
+        if todo:
+            hidden = hidden_paths(settings.course, out, [*inputs, Path(scratch)])
+            settings = dataclasses.replace(settings, hidden=hidden)
+            try:
+                log(f"isolation of students' kernels: {sandbox.check(SandboxSpec(hidden))}")
+            except sandbox.SandboxError as error:
+                raise UsageError(str(error)) from error
         if todo and settings.data_seed is None:
             seed = prime_data(settings, out / ".cache", log)
             settings = dataclasses.replace(settings, data_seed=seed)

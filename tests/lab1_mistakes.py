@@ -7,10 +7,10 @@ it, and check that exactly the autograded cells in ``fails`` lose their points (
 autograded cell keeps full marks).
 
 Why the ``fails`` sets are this small: each test cell builds its own inputs, and the tests of
-``channel_prune`` and ``apply_channel_sorting`` swap in a reference for the helper function
-they call (``get_num_channels_to_keep``, ``get_input_channel_importance``) in their hidden
-part, and use inputs on which a wrong helper agrees with the right one in their visible
-part. So a mistake in one function costs points only in that function's cells. A function
+``channel_prune`` and ``apply_channel_sorting`` build their hidden oracles with the student's
+own helper (``get_num_channels_to_keep``, ``get_input_channel_importance``, called like any
+student function, in the student's kernel), and use inputs on which a wrong helper agrees
+with the right one in their visible part. So a mistake in one function costs points only in that function's cells. A function
 with two test cells loses both when the mistake shows in both (e.g. ``>=`` also keeps a
 weight at sparsity 1, an edge case).
 """
@@ -25,6 +25,24 @@ CHANNEL_PRUNE = {"lab1_channel_prune", "lab1_channel_prune_macs"}
 SORTING = {"lab1_apply_channel_sorting", "lab1_apply_channel_sorting_preserves_function"}
 
 MISTAKES: list[dict] = [
+    {
+        "name": "cheats_by_monkeypatching",
+        "description": "fine_grained_prune prunes nothing and patches what tests compare with: "
+        "torch.equal, torch.allclose, builtins.abs, numpy.testing and an input transformer "
+        "that strips asserts (the grader's tests run in another process: nothing is gained)",
+        "grade_id": "lab1_fine_grained_prune_solution",
+        "old": "    num_elements = tensor.numel()\n",
+        "new": "    num_elements = tensor.numel()\n"
+        "    import builtins, numpy.testing\n"
+        "    torch.equal = lambda *args, **kwargs: True\n"
+        "    torch.allclose = lambda *args, **kwargs: True\n"
+        "    builtins.abs = lambda value: value\n"
+        "    numpy.testing.assert_allclose = lambda *args, **kwargs: None\n"
+        "    get_ipython().input_transformers_cleanup.append(\n"
+        "        lambda lines: [line.replace('assert ', 'pass  # ') for line in lines])\n"
+        "    return torch.ones_like(tensor, dtype=torch.bool)\n",
+        "fails": {FGP, FGP_EDGE},
+    },
     {
         "name": "int_instead_of_round",
         "description": "fine_grained_prune truncates the number of zeros with int()",
@@ -80,8 +98,8 @@ MISTAKES: list[dict] = [
         "grade_id": "lab1_get_num_channels_to_keep_solution",
         "old": "return int(round(channels * (1 - prune_ratio)))",
         "new": "return int(channels * (1 - prune_ratio))",
-        # channel_prune's cells count channels with the student's function (visible) or a
-        # reference (hidden), so they do not charge this mistake twice.
+        # channel_prune's cells count channels with the student's own function (the hidden
+        # oracle too), so they do not charge this mistake twice.
         "fails": {"lab1_get_num_channels_to_keep"},
     },
     {
@@ -107,7 +125,7 @@ MISTAKES: list[dict] = [
         "old": "importance = slices.norm(dim=1)",
         "new": "importance = slices.abs().sum(dim=1)",
         # apply_channel_sorting's cells use inputs on which L1 and L2 rank channels alike
-        # (visible) or a reference importance (hidden).
+        # (visible) or sort their oracle by the student's own importance (hidden).
         "fails": {"lab1_get_input_channel_importance"},
     },
     {

@@ -7,11 +7,12 @@ grade it, and check that exactly the autograded cells in ``fails`` lose their po
 other autograded cell keeps full marks).
 
 Why each ``fails`` set holds one cell: every test cell builds its own inputs, and the two
-test cells whose function calls other student functions swap in reference versions in their
-hidden part (``quantize_model`` gets the reference ``make_qconfig`` and ``calibrate``;
-``prune_finetune`` gets the reference ``apply_global_pruning`` and
-``make_pruning_permanent``), while their visible checks only look at what a wrong helper
-cannot spoil (quantized modules, the caller's model untouched, sparsity kept).
+test cells whose function calls other student functions build their hidden expectations with
+the student's own versions of those (``quantize_model`` is compared with a reference int8
+model calibrated by the student's ``calibrate`` and ``make_qconfig``; ``prune_finetune``
+expects the masks of the student's ``apply_global_pruning`` and checks permanence only when
+the student's ``make_pruning_permanent`` works), while their visible checks only look at what
+a wrong helper cannot spoil (quantized modules, the caller's model untouched, sparsity kept).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ submissions, graded once with --jobs 2.
 from __future__ import annotations
 
 import copy
-import csv
 import html
 import json
 import os
@@ -21,6 +20,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from toy import (
+    QUESTIONS,
+    TOY_ROOT,
+    TOY_SOURCE,
+    answered,
+    cell_by_id,
+    read_csv,
+    source_nb,
+    with_solution,
+)
 
 from autograder import cli
 from autograder.course import Course
@@ -39,16 +48,17 @@ from autograder.notebooks import (
     normalise_notebook,
     read_submission,
     restore,
-    strip_hidden,
 )
 from autograder.release import committed_matches, generate
 from autograder.run import extract_figures
 
-TOY_ROOT = Path(__file__).parent / "fixtures" / "toy"
-TOY_SOURCE = TOY_ROOT / "source" / "toy" / "toy.ipynb"
-QUESTIONS = ["toy_double", "toy_square", "toy_q_why"]
 FULL = {"toy_double": 3, "toy_square": 2, "toy_q_why": 0}
 LIMITS = Limits(cell_timeout=8, notebook_timeout=60, memory_mb=4096, threads=1)
+# Where a cheat looks for the source notebook: relative and absolute paths.
+SOURCE_GLOBS = (str(TOY_SOURCE), "../../**/source/toy/toy.ipynb", str(TOY_ROOT) + "/**/*.ipynb")
+GRADEBOOK_MARK = Path("/tmp/autograder-test-gradebook")  # the batch's --out (fixed: a cheat
+# must know the absolute path, as a student on a shared grading machine might)
+DETACHED_MARK = 303.1234  # seconds a detached child sleeps: found in /proc if it survived
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -61,30 +71,6 @@ def settings() -> Settings:
     return Settings(course=toy_course(), lab="toy", limits=LIMITS)
 
 
-def source_nb() -> nbformat.NotebookNode:
-    return nbformat.read(TOY_SOURCE, as_version=4)
-
-
-def answered() -> nbformat.NotebookNode:
-    """A student's correct notebook: the solutions, without the hidden tests."""
-    notebook = source_nb()
-    for cell in notebook.cells:
-        cell.source = strip_hidden(cell.source)
-    return notebook
-
-
-def cell_by_id(notebook: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
-    return next(
-        c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id
-    )
-
-
-def with_solution(notebook: nbformat.NotebookNode, grade_id: str, source: str):
-    notebook = copy.deepcopy(notebook)
-    cell_by_id(notebook, grade_id).source = source
-    return notebook
-
-
 def write(folder: Path, name: str, content) -> Path:
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,11 +81,6 @@ def write(folder: Path, name: str, content) -> Path:
     else:
         nbformat.write(content, path)
     return path
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as stream:
-        return list(csv.DictReader(stream))
 
 
 def grades_by_student(out: Path) -> dict[str, dict[str, dict]]:
@@ -255,7 +236,8 @@ def test_the_newest_of_two_submissions_wins():
 def batch(tmp_path_factory, release_text):
     """One batch of adversarial toy submissions, graded with --jobs 2 through the CLI."""
     folder = tmp_path_factory.mktemp("submissions")
-    out = tmp_path_factory.mktemp("grades")
+    out = GRADEBOOK_MARK
+    shutil.rmtree(out, ignore_errors=True)
     correct = answered()
     write(folder, "solution.ipynb", source_nb())
     write(folder, "correct.ipynb", correct)
@@ -319,6 +301,46 @@ def batch(tmp_path_factory, release_text):
         cells=[nbformat.v4.new_code_cell(c.source) for c in correct.cells if c.cell_type == "code"]
     )
     write(folder, "no_metadata.ipynb", plain)
+    # Cheats: each pairs a wrong double (x + 2) with an attack that used to make tests pass.
+    cheat = "def double(x):\n    return x + 2\n"
+    attacks = {
+        "patches_builtins": "import builtins, math\nbuiltins.abs = lambda x: 0\n"
+        "math.isclose = lambda *a, **k: True\nbuiltins.AssertionError = type(None)\n",
+        "strips_asserts": "get_ipython().input_transformers_cleanup.append(\n"
+        "    lambda lines: [l.replace('assert ', 'pass  # ') for l in lines])\n",
+        "reads_history": "def double(x):\n    import re\n"
+        "    seen = [m for c in In for m in re.findall(r'double\\((-?\\d+)\\) == (-?\\d+)', c)]\n"
+        "    table = {int(a): int(b) for a, b in seen}\n    return table.get(x, x + 2)\n",
+        "reads_source": f"import glob, re\nfound = ''\nfor p in {sorted(SOURCE_GLOBS)!r}:\n"
+        "    for f in glob.glob(p, recursive=True):\n"
+        "        try:\n            found += open(f).read()\n"
+        "        except OSError:\n            pass\n"
+        "if 'return SCALE * x' in found:\n    def double(x):\n        return SCALE * x\n",
+        "writes_gradebook": "import glob, json, os\n"
+        f"for p in glob.glob({str(GRADEBOOK_MARK) + '/**/*.json'!r}, recursive=True):\n"
+        "    try:\n        r = json.load(open(p)); r['score'] = 99\n        json.dump(r, open(p, 'w'))\n"
+        "    except OSError:\n        pass\n"
+        f"os.makedirs({str(GRADEBOOK_MARK / '.results' / 'toy')!r}, exist_ok=True)\n",
+    }
+    for name, attack in attacks.items():
+        body = cheat + attack if name != "reads_history" else attack
+        write(folder, f"{name}.ipynb", with_solution(correct, "toy_double_solution", body))
+    write(
+        folder,
+        "detached_child.ipynb",
+        with_solution(
+            correct,
+            "toy_square_solution",
+            "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', "
+            f"'import os, time; os.setsid(); time.sleep({DETACHED_MARK})'], "
+            "start_new_session=True)\ndef square(x):\n    return x * x\n",
+        ),
+    )
+    printer = copy.deepcopy(correct)
+    printer.cells.insert(
+        3, nbformat.v4.new_code_cell("print('x' * 100_000_000)\nimport sys\nsys.exit()")
+    )
+    write(folder, "prints_100mb.ipynb", printer)
     args = [
         "grade",
         "--course",
@@ -436,6 +458,57 @@ def test_a_memory_bomb_fails_only_its_own_question(batch):
 def test_warnings_and_stderr_cost_nothing(batch):
     assert scores(batch["table"], "noisy") == FULL
     assert statuses(batch["table"], "noisy")["toy_double"] == "ok"
+
+
+CHEATS = ("patches_builtins", "strips_asserts", "reads_history", "reads_source", "writes_gradebook")
+
+
+@pytest.mark.parametrize("student", CHEATS)
+def test_cheats_gain_nothing(batch, student):
+    """A wrong double plus an attack on the tests (patched builtins, asserts stripped by an
+    input transformer, hidden tests read from In, the source notebook read by path, results
+    rewritten): exactly the wrong answer's score."""
+    assert scores(batch["table"], student) == {**FULL, "toy_double": 0}
+
+
+def test_results_written_by_a_student_are_not_kept(batch):
+    """Does every stored result equal its grades.csv rows (no score rewritten to 99)?"""
+    for path in results_dir(batch["out"], "toy").glob("*.json"):
+        result = json.loads(path.read_text())
+        assert result["score"] <= result["max_score"] == 6
+        assert {r["question"]: r["score"] for r in result["rows"]} == {
+            q: float(row["score"]) for q, row in batch["table"][result["student"]].items()
+        }
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
+
+
+def test_nothing_is_left_running(batch):
+    """After the batch: no detached child (setsid) and no kernel of the batch alive?"""
+    assert scores(batch["table"], "detached_child") == FULL
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(DETACHED_MARK)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_mentioning(str(DETACHED_MARK)) == []
+    assert [p for p in _processes_mentioning("ipykernel") if "autograder-" in p] == []
+
+
+def test_huge_output_and_sys_exit_cost_nothing(batch):
+    """100 MB printed and sys.exit() in a cell: full marks, feedback of bounded size."""
+    assert scores(batch["table"], "prints_100mb") == FULL
+    page = batch["out"] / "feedback" / "prints_100mb" / "toy.html"
+    assert page.stat().st_size < 10 * 2**20
+    assert "output beyond" in page.read_text()
 
 
 def test_feedback_shows_scores_but_never_hidden_tests(batch):

@@ -1,0 +1,385 @@
+"""Does the judge take only data from the student's kernel, and grade it the way tests expect?
+
+These tests drive ``autograder.judge_runtime`` against a real student kernel (an ipykernel
+started here) with the judge in this process. Whatever runs in the student's kernel, the
+judge's own ``torch``, builtins and asserts are untouched, and nothing the student's kernel
+sends back can run code here.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.utils.prune as prune
+from jupyter_client import KernelManager
+from torch import nn
+
+from autograder import judge_runtime as jr
+from autograder.execute import kernel_env
+from helpers.pruning import random_vgg
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = (8, 16, "M", 16, "M")
+
+pytestmark = pytest.mark.timeout(300)
+
+
+class Student:
+    """A student kernel and a judge connected to it (fresh names on every ``judge()``)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        (tmp / "rpc").mkdir(parents=True, exist_ok=True)
+        env = kernel_env({"PYTHONPATH": str(REPO), "HOME": str(tmp)})
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(env=env, cwd=str(tmp))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+
+    def run(self, code: str) -> None:
+        """Run ``code`` in the student's kernel (it must not fail)."""
+        reply = self.kc.execute_interactive(textwrap.dedent(code), timeout=120, output_hook=id)
+        assert reply["content"]["status"] == "ok", reply["content"]
+
+    def judge(self, names: list[str], judge_code: str = "", cell_timeout: float = 60):
+        """A judge bound to ``names``; ``judge_code`` runs first in its (trusted) namespace."""
+        namespace: dict = {"__name__": "__main__"}
+        exec(textwrap.dedent(judge_code), namespace)  # test classes live in "__main__"
+        environ = {
+            jr.STUDENT_CONNECTION: self.km.connection_file,
+            jr.STUDENT_PID: str(self.km.provisioner.process.pid),
+            jr.RPC_DIR: str(self.tmp / "rpc"),
+            jr.STUDENT_NAMES: __import__("json").dumps(names),
+            jr.CELL_TIMEOUT: str(cell_timeout),
+        }
+        saved = {key: os.environ.get(key) for key in environ}
+        os.environ.update(environ)
+        try:
+            judge = jr._Judge(types.SimpleNamespace(user_ns=namespace))
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        judge.sync()
+        return judge, namespace
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    kernel = Student(tmp_path_factory.mktemp("student"))
+    kernel.run(
+        """
+        import os, torch
+        import torch.nn.utils.prune as prune
+        from torch import nn
+
+        def fine_grained_prune(tensor, sparsity):
+            num_zeros = round(tensor.numel() * sparsity)
+            threshold = tensor.abs().flatten().kthvalue(num_zeros).values
+            mask = tensor.abs() > threshold
+            tensor.mul_(mask)
+            return mask
+
+        def prune_layer(model):
+            prune.l1_unstructured(model.backbone.conv1, "weight", amount=0.5)
+            return model
+
+        def run_recorder(recorder, x):
+            recorder(x)
+            recorder(x + 1)
+            return len(recorder.calls)
+
+        def outer():
+            return inner()
+
+        def inner():
+            return "student"
+
+        def fails(kind):
+            if kind == "todo":
+                raise NotImplementedError("not answered")
+            if kind == "value":
+                raise ValueError("bad sparsity 1.5")
+            raise torch.linalg.LinAlgError("singular")
+
+        sparsity_dict = {"backbone.conv0.weight": 0.5}
+        """
+    )
+    yield kernel
+    kernel.close()
+
+
+def test_proxy_prunes_in_place_and_returns_the_mask(student):
+    """Does a call change the caller's tensor in place (through a view too) and return data?"""
+    judge, ns = student.judge(["fine_grained_prune"])
+    weight = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    original = weight.clone()
+    mask = ns["fine_grained_prune"](weight, 0.6)
+    oracle = original.abs() > sorted(original.abs().flatten().tolist())[17]
+    assert torch.equal(mask, oracle) and torch.equal(weight, original * oracle)
+    param = nn.Parameter(original.clone())
+    ns["fine_grained_prune"](param.detach(), 0.6)  # as FineGrainedPruner calls it
+    assert torch.equal(param.detach(), original * oracle)
+
+
+def test_values_are_copied_not_proxied(student):
+    """Is a non-callable name (sparsity_dict) bound as a plain copy of its value?"""
+    judge, ns = student.judge(["sparsity_dict", "not_defined_anywhere"])
+    assert ns["sparsity_dict"] == {"backbone.conv0.weight": 0.5}
+    assert "not_defined_anywhere" not in ns
+
+
+def test_monkeypatching_the_student_kernel_changes_nothing_in_the_judge(tmp_path):
+    """Do patched builtins, torch, numpy and input transformers in the student's kernel
+    leave the judge's checks and the returned data alone?"""
+    kernel = Student(tmp_path)
+    try:
+        kernel.run(
+            """
+            import builtins, numpy, numpy.testing, torch
+            builtins.abs = lambda x: 0
+            torch.allclose = lambda *a, **k: True
+            torch.equal = lambda *a, **k: True
+            numpy.testing.assert_allclose = lambda *a, **k: None
+            get_ipython().input_transformers_cleanup.append(
+                lambda lines: [l for l in lines if "assert" not in l])
+
+            def double(x):
+                return x * 3  # wrong
+            """
+        )
+        judge, ns = kernel.judge(["double"])
+        result = ns["double"](torch.ones(2))
+        assert not torch.equal(result, torch.ones(2) * 2)
+        assert not torch.allclose(torch.zeros(1), torch.ones(1)) and abs(-2) == 2
+        with pytest.raises(AssertionError):
+            assert torch.equal(result, torch.ones(2) * 2)
+    finally:
+        kernel.close()
+
+
+def test_modules_keep_their_identity_hooks_and_submodules(student):
+    """Does an in-place pruning function leave the caller's model pruned, the same object?"""
+    judge, ns = student.judge(["prune_layer"])
+    model = random_vgg(SMALL, seed=3)
+    conv = model.backbone.conv1
+    expected = prune.l1_unstructured(copy.deepcopy(model).backbone.conv1, "weight", amount=0.5)
+    result = ns["prune_layer"](model)
+    assert result is model and model.backbone.conv1 is conv
+    assert prune.is_pruned(model) and hasattr(conv, "weight_mask")
+    assert torch.equal(conv.weight, expected.weight)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)  # the restored pre-forward hook works
+
+
+def test_classes_defined_by_a_test_travel_and_come_back(student):
+    """Does an object of a test's own class come back with what the student's code did to it?"""
+    code = """
+    import torch
+    from torch import nn
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def forward(self, x):
+            self.calls.append((self.training, x))
+            return x
+    """
+    judge, ns = student.judge(["run_recorder"], code)
+    recorder = ns["Recorder"]()
+    x = torch.arange(3.0)
+    assert ns["run_recorder"](recorder, x) == 2
+    assert [torch.equal(c[1], v) for c, v in zip(recorder.calls, (x, x + 1), strict=True)] == [
+        True,
+        True,
+    ]
+
+
+def test_student_exceptions_keep_their_type_and_message(student):
+    """Does a student's exception reach the test as the nearest built-in type, message kept?"""
+    judge, ns = student.judge(["fails"])
+    with pytest.raises(NotImplementedError, match="not answered"):
+        ns["fails"]("todo")
+    with pytest.raises(ValueError, match="bad sparsity 1.5"):
+        ns["fails"]("value")
+    with pytest.raises(RuntimeError, match="LinAlgError: singular"):
+        ns["fails"]("linalg")
+
+
+def test_a_tests_own_functions_never_reach_the_student_kernel(student):
+    """Does rebinding a student's name in the judge leave the student's kernel alone?"""
+    judge, ns = student.judge(["outer", "inner"], "def reference_inner():\n    return 'ref'\n")
+    ns["inner"] = ns["reference_inner"]
+    assert ns["outer"]() == "student"  # the student's outer calls the student's inner
+    assert ns["inner"]() == "ref"
+
+
+def test_graph_modules_come_back_rebuilt_and_equal(student):
+    """Does an FX-quantized model returned by the student compute what it computed there?"""
+    student.run(
+        """
+        import copy
+        from torch.ao.quantization import QConfigMapping, get_default_qconfig
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        def quantize(model, batches):
+            prepared = prepare_fx(copy.deepcopy(model).eval(),
+                                  QConfigMapping().set_global(get_default_qconfig("x86")),
+                                  example_inputs=(batches[0][:1],))
+            with torch.no_grad():
+                for x in batches:
+                    prepared(x)
+            return convert_fx(prepared), prepared
+        """
+    )
+    judge, ns = student.judge(["quantize"])
+    model = random_vgg(SMALL, seed=5)
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.rand(4, 3, 32, 32, generator=gen) for _ in range(2)]
+    int8, prepared = ns["quantize"](model, batches)
+    assert isinstance(int8, torch.fx.GraphModule) and isinstance(prepared, torch.fx.GraphModule)
+    from torch.ao.quantization import QConfigMapping, get_default_qconfig
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    reference = prepare_fx(
+        copy.deepcopy(model).eval(),
+        QConfigMapping().set_global(get_default_qconfig("x86")),
+        example_inputs=(batches[0][:1],),
+    )
+    with torch.no_grad():
+        for x in batches:
+            reference(x)
+        reference = convert_fx(reference)
+        assert torch.equal(int8(batches[1]), reference(batches[1]))
+
+
+def test_nothing_sent_back_can_run_code_in_the_judge(student, tmp_path):
+    """Is a response that would call os.system, or a student's own class, refused?"""
+    marker = tmp_path / "pwned"
+    student.run(
+        f"""
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("touch {marker}",))
+
+        class MyNet(nn.Module):
+            pass
+
+        def evil():
+            return Evil()
+
+        def own_class():
+            return MyNet()
+        """
+    )
+    judge, ns = student.judge(["evil", "own_class"])
+    with pytest.raises(TypeError, match="does not accept back .*posix.system"):
+        ns["evil"]()
+    with pytest.raises(TypeError, match="does not accept back .*MyNet"):
+        ns["own_class"]()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        ("call_function", "y", ("builtins", "eval"), (("__node__", "x"),), {}),
+        ("call_function", "y", ("torch", "load"), (("__node__", "x"),), {}),
+        ("call_method", "y", "__class__", (("__node__", "x"),), {}),
+        ("get_attr", "y", "__dict__", (), {}),
+    ],
+)
+def test_graphs_with_unsafe_targets_are_refused(node):
+    """Does rebuilding a graph refuse eval, torch.load, dunder methods and attributes?"""
+    nodes = [
+        ("placeholder", "x", "x", (), {}),
+        node,
+        ("output", "output", "output", (("__node__", "y"),), {}),
+    ]
+    with pytest.raises(ValueError, match="not allowed"):
+        jr.build_graph_module(nodes, {}, {}, False)
+
+
+def test_an_infinite_loop_is_stopped_and_the_kernel_answers_again(tmp_path):
+    """Does a call past the time limit fail with TimeoutError and leave the kernel usable?"""
+    kernel = Student(tmp_path)
+    try:
+        kernel.run("def spin():\n    while True:\n        pass\n\ndef one():\n    return 1\n")
+        judge, ns = kernel.judge(["spin", "one"], cell_timeout=15)
+        with pytest.raises(TimeoutError, match="did not return within"):
+            ns["spin"]()
+        judge.sync()  # a new cell: a new time budget
+        assert ns["one"]() == 1
+    finally:
+        kernel.close()
+
+
+def test_a_dead_kernel_fails_every_later_call(tmp_path):
+    """Does os._exit in the student's function fail that call and every later one quickly?"""
+    kernel = Student(tmp_path)
+    try:
+        kernel.run("import os\n\ndef die():\n    os._exit(1)\n\ndef one():\n    return 1\n")
+        judge, ns = kernel.judge(["die", "one"])
+        with pytest.raises(jr.StudentKernelError, match="died"):
+            ns["die"]()
+        with pytest.raises(jr.StudentKernelError, match="died"):
+            ns["one"]()
+    finally:
+        kernel.close()
+
+
+def test_a_calibrated_prepared_model_can_still_be_converted(student):
+    """After the student's calibrate, is the caller's prepared model convertible, observers set?"""
+    student.run(
+        """
+        def calibrate(model, batches, num_batches):
+            model.eval()
+            with torch.no_grad():
+                for x in batches[:num_batches]:
+                    model(x)
+            return num_batches
+        """
+    )
+    from torch.ao.quantization import QConfigMapping, get_default_qconfig
+    from torch.ao.quantization.observer import ObserverBase
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    judge, ns = student.judge(["calibrate"])
+    gen = torch.Generator().manual_seed(2)
+    batches = [torch.rand(4, 3, 32, 32, generator=gen) * (1 + i) for i in range(3)]
+    mapping = QConfigMapping().set_global(get_default_qconfig("x86"))
+    model = random_vgg(SMALL, seed=7).eval()
+    mine = prepare_fx(copy.deepcopy(model), mapping, example_inputs=(batches[0][:1],))
+    reference = prepare_fx(copy.deepcopy(model), mapping, example_inputs=(batches[0][:1],))
+    assert ns["calibrate"](mine, batches, 2) == 2
+    with torch.no_grad():
+        for x in batches[:2]:
+            reference(x)
+    observers = [
+        (a, b)
+        for (_, a), (_, b) in zip(mine.named_modules(), reference.named_modules(), strict=True)
+        if isinstance(a, ObserverBase)
+    ]
+    assert observers and all(
+        torch.equal(x, y)
+        for a, b in observers
+        for x, y in zip(a.buffers(), b.buffers(), strict=True)
+    )
+    with torch.no_grad():
+        assert torch.equal(convert_fx(mine)(batches[2]), convert_fx(reference)(batches[2]))

@@ -1,0 +1,398 @@
+"""Does the sandbox keep a student's kernel away from the grader's files, network and processes?
+
+Each test runs a small notebook through ``execute(..., sandbox=...)`` and checks from the host
+what a cell could see or leave behind. Tests of Linux namespaces skip, saying why, only where
+the probe says this machine cannot create them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from jupyter_client import BlockingKernelClient
+from nbformat import v4
+
+from autograder import sandbox
+from autograder.execute import (
+    Execution,
+    Limits,
+    _LimitedKernelManager,
+    _shutdown,
+    execute,
+    kernel_env,
+)
+from autograder.sandbox import MODE_VARIABLE, SandboxError, SandboxSpec
+
+LIMITS = Limits(cell_timeout=20, notebook_timeout=90, memory_mb=2048, threads=1)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _namespaces_here(spec: SandboxSpec) -> tuple[bool, str]:
+    usable, details = sandbox.probe(*sandbox._identity(spec))
+    return usable, str(details)
+
+
+@pytest.fixture
+def namespaces(monkeypatch):
+    """Skip unless this machine can put a kernel in namespaces (``auto`` mode)."""
+    monkeypatch.setenv(MODE_VARIABLE, "auto")
+    usable, why = _namespaces_here(SandboxSpec())
+    if not usable:
+        pytest.skip(f"Linux namespaces are unavailable here: {why}")
+
+
+@pytest.fixture
+def base():
+    """A world-readable folder outside the kernel's reach unless a test says otherwise.
+
+    Under /tmp, created by hand (pytest's tmp_path sits in a 0700 folder that uid 65534 could
+    not enter anyway, which would make every hiding check pass for the wrong reason).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="sandbox-test-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def workspace_in(base: Path) -> tuple[Path, Path, dict]:
+    """A grading-like workspace: (root, cwd, env) with HOME and TMPDIR inside the root."""
+    root = base / "workspace"
+    for sub in ("work", "home", "tmp"):
+        (root / sub).mkdir(parents=True)
+    env = kernel_env({"HOME": str(root / "home"), "TMPDIR": str(root / "tmp")})
+    return root, root / "work", env
+
+
+def run(cells: list[str], spec: SandboxSpec, base: Path, **kwargs) -> Execution:
+    root, cwd, env = workspace_in(base)
+    spec = dataclasses.replace(spec, workspace=root)
+    notebook = v4.new_notebook(cells=[v4.new_code_cell(source) for source in cells])
+    limits = kwargs.pop("limits", LIMITS)
+    return execute(
+        notebook,
+        cwd=cwd,
+        env=env,
+        limits=limits,
+        sandbox=spec,
+        kernel_log=base / "kernel.log",
+        **kwargs,
+    )
+
+
+def statuses(execution: Execution) -> list[str]:
+    return [execution.runs[index].status for index in sorted(execution.runs)]
+
+
+def why(execution: Execution) -> str:
+    lines = [
+        f"{i}: {r.status} {r.ename} {r.evalue[:300]}" for i, r in sorted(execution.runs.items())
+    ]
+    return "\n".join(lines)
+
+
+def host_processes(needle: bytes) -> list[int]:
+    """Live processes on the host whose command line contains ``needle``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in cmdline and state != b"Z":
+            found.append(int(entry))
+    return found
+
+
+def test_hidden_paths_are_unreadable_but_the_workspace_is_not(namespaces, base):
+    """Can a cell read a hidden folder or file by absolute path, undo the mounts, or write
+    outside its workspace, while its own workspace and a sibling that is not hidden work?"""
+    secret_dir, key, public = base / "source", base / "key.txt", base / "public.txt"
+    secret_dir.mkdir()
+    (secret_dir / "answers.txt").write_text("the answers")
+    key.write_text("the key")
+    public.write_text("public")
+    for path in (secret_dir / "answers.txt", key, public):
+        path.chmod(0o644)
+    spec = SandboxSpec(hidden=(secret_dir, key), private_tmp=False)
+    secret = secret_dir / "answers.txt"
+    cells = [
+        f"print(open({str(secret)!r}).read())",
+        f"import os\nassert os.listdir({str(secret_dir)!r}) == []",
+        f"assert open({str(key)!r}).read() == ''",
+        f"assert open({str(public)!r}).read() == 'public'",
+        "open('mine.txt', 'w').write('mine')\nassert open('mine.txt').read() == 'mine'",
+        f"open({str(base / 'planted.txt')!r}, 'w').write('planted')",
+        # undo the hiding: unmount in place, or from a user+mount namespace of one's own
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        f"assert libc.umount2({str(secret_dir)!r}.encode(), 2) != 0",
+        "import subprocess\n"
+        f"out = subprocess.run(['unshare', '-Urm', 'sh', '-c', 'umount -l {secret_dir}; "
+        f"cat {secret}'], capture_output=True, text=True)\n"
+        "assert 'the answers' not in out.stdout, out.stdout",
+    ]
+    execution = run(cells, spec, base)
+    expected = ["error", "ok", "ok", "ok", "ok", "error", "ok", "ok"]
+    assert statuses(execution) == expected, why(execution)
+    assert execution.runs[0].ename in ("FileNotFoundError", "PermissionError")
+    assert (base / "workspace" / "work" / "mine.txt").read_text() == "mine"
+    assert not (base / "planted.txt").exists()
+    assert secret.read_text() == "the answers"  # hidden from the kernel, not from the host
+
+
+def test_the_network_and_the_hosts_tmp_are_out_of_reach(namespaces, base):
+    """Can a cell reach a TCP server on the host's 127.0.0.1 or see the host's /tmp, while
+    its workspace (itself under /tmp) stays usable? Which isolation does the grader report?"""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # the server is reachable from the host
+    (base / "host-only.txt").write_text("host")
+    (base / "host-only.txt").chmod(0o644)
+    cells = [
+        f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5)",
+        f"import os\nassert not os.path.exists({str(base / 'host-only.txt')!r})",
+        "open('here.txt', 'w').write('here')\nimport os\nassert os.getpid() == 1",
+    ]
+    try:
+        execution = run(cells, SandboxSpec(), base)
+    finally:
+        server.close()
+    assert statuses(execution) == ["error", "ok", "ok"], why(execution)
+    assert execution.runs[0].ename in ("ConnectionRefusedError", "OSError", "TimeoutError")
+    assert (base / "workspace" / "work" / "here.txt").exists()
+    isolation = sandbox.describe(SandboxSpec())
+    assert isolation.startswith("namespaces: user, mount, ipc, net, pid"), isolation
+
+
+ESCAPE = """\
+import os
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execvp("sleep", ["sleep", "{marker}"])
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_a_setsid_double_fork_dies_with_the_kernel(mode, base, monkeypatch):
+    """Does a process that left the kernel's session (setsid, double fork) outlive
+    execute(), with namespaces (auto) and without them (off, the fallback)?"""
+    monkeypatch.setenv(MODE_VARIABLE, mode)
+    if mode == "auto" and not _namespaces_here(SandboxSpec())[0]:
+        pytest.skip("Linux namespaces are unavailable here")
+    marker = f"1000.{random.randrange(10**8):08d}"
+    needle = b"sleep\x00" + marker.encode()
+    seen: list[int] = []
+
+    def look(index: int, cell_run) -> None:
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            seen.extend(host_processes(needle))
+            time.sleep(0.05)
+
+    execution = run([ESCAPE.format(marker=marker)], SandboxSpec(), base, on_cell=look)
+    assert statuses(execution) == ["ok"], why(execution)
+    assert seen, "the escaped process never ran, so the test proves nothing"
+    deadline = time.monotonic() + 5
+    while host_processes(needle) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert host_processes(needle) == []
+    expected = "fallback:" if mode == "off" else "namespaces:"
+    assert sandbox.describe(SandboxSpec()).startswith(expected)
+
+
+GRADER = """\
+import sys
+from pathlib import Path
+from nbformat import v4
+from autograder.execute import Limits, execute, kernel_env
+from autograder.sandbox import SandboxSpec
+root = Path(sys.argv[1])
+cells = [v4.new_code_cell(sys.argv[2]), v4.new_code_cell("import time\\ntime.sleep(60)")]
+execute(v4.new_notebook(cells=cells), cwd=root / "work", env=kernel_env({}),
+        limits=Limits(cell_timeout=90), sandbox=SandboxSpec(workspace=root))
+"""
+
+
+def test_the_kernel_dies_with_a_killed_grader(namespaces, base):
+    """When the grading process itself is killed (SIGKILL: no clean-up of its own), do the
+    kernel and a process it started with setsid die too? (The launcher watches the grader the
+    same way without namespaces.)"""
+    root, _, _ = workspace_in(base)
+    marker = f"1000.{random.randrange(10**8):08d}"
+    needle = b"sleep\x00" + marker.encode()
+    grader = subprocess.Popen(
+        [sys.executable, "-c", GRADER, str(root), ESCAPE.format(marker=marker)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not host_processes(needle) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert host_processes(needle), "the escaped process never ran"
+        assert host_processes(str(root).encode()), "no kernel runs"
+    finally:
+        grader.kill()
+        grader.wait()
+    deadline = time.monotonic() + 10
+    while (host_processes(needle) or host_processes(str(root).encode())) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert host_processes(needle) == []
+    assert host_processes(str(root).encode()) == []
+
+
+def test_a_fork_bomb_fails_its_cell_and_leaves_nothing(namespaces, base):
+    """Does a fork bomb end with an error in its own cell, the next cell still run, and no
+    process of it survive execute()?"""
+    cap = 32
+    capped = f"os.getuid() != 0 and resource.getrlimit(resource.RLIMIT_NPROC)[0] <= {cap}"
+    cells = [
+        f"import os, resource\nassert {capped}",
+        # the bomb only goes off under the cap: never let a test take the machine down
+        f"if {capped}:\n    while True:\n        os.fork()",
+        "print('still here')",
+    ]
+    began = time.monotonic()
+    execution = run(cells, SandboxSpec(max_processes=cap), base)
+    assert execution.runs[0].status == "ok", why(execution)
+    assert execution.runs[1].status == "error", why(execution)
+    assert execution.runs[1].ename == "BlockingIOError"
+    assert execution.runs[2].status == "ok", why(execution)
+    assert time.monotonic() - began < 60
+    assert host_processes(str(base / "workspace").encode()) == []
+
+
+def test_interrupts_memory_cap_and_dead_kernels_still_work(namespaces, base):
+    """Inside the sandbox, is a cell past its time limit interrupted (the next cell runs), a
+    memory bomb a MemoryError, and a kernel that exits reported as dead?"""
+    cells = [
+        "import time\ntime.sleep(100)",
+        "x = 1",
+        "block = bytearray(3 << 30)",
+        "import os\nos._exit(3)",
+        "print('never')",
+    ]
+    limits = Limits(cell_timeout=3, notebook_timeout=60, memory_mb=1024, threads=1)
+    execution = run(cells, SandboxSpec(), base, limits=limits)
+    assert statuses(execution) == ["timeout", "ok", "error", "dead", "not_run"], why(execution)
+    assert execution.runs[2].ename == "MemoryError"
+
+
+def test_a_client_outside_connects_through_the_connection_file(namespaces, base):
+    """Can a process outside the sandbox (the judge) connect to the sandboxed kernel with
+    ``BlockingKernelClient(connection_file=km.connection_file)``, is ``km.kernel_pid`` that
+    kernel, does SIGINT to it or to ``km.launcher_pid`` interrupt a cell, and is it gone after
+    ``_shutdown``?"""
+    root, cwd, env = workspace_in(base)
+    km = _LimitedKernelManager(kernel_name="python3", sandbox=SandboxSpec(workspace=root))
+
+    async def start() -> None:  # as execute() does: the judge connects once the kernel is up
+        await km.start_kernel(
+            cwd=str(cwd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        own = km.client()
+        own.start_channels()
+        try:
+            await own.wait_for_ready(timeout=60)
+        finally:
+            own.stop_channels()
+
+    asyncio.run(start())
+    try:
+        assert Path(km.connection_file).parent == root / ".kernel"
+        client = BlockingKernelClient(connection_file=km.connection_file)
+        client.load_connection_file()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=60)
+            texts: list[str] = []
+
+            def keep(msg: dict) -> None:
+                if msg["msg_type"] == "stream":
+                    texts.append(msg["content"]["text"])
+
+            code = "import os\nprint(os.getuid(), os.getpid())"
+            reply = client.execute_interactive(code, timeout=30, output_hook=keep)
+            assert reply["content"]["status"] == "ok"
+            kernel_pid = km.kernel_pid
+            assert kernel_pid and kernel_pid != km.launcher_pid
+            assert b"ipykernel" in Path(f"/proc/{kernel_pid}/cmdline").read_bytes()
+            for target in (kernel_pid, km.launcher_pid):
+                busy = client.execute("import time\ntime.sleep(60)")
+                time.sleep(1.0)
+                os.kill(target, signal.SIGINT)
+                reply = client.get_shell_msg(timeout=20)
+                assert reply["parent_header"]["msg_id"] == busy
+                assert reply["content"]["ename"] == "KeyboardInterrupt"
+        finally:
+            client.stop_channels()
+        uid, pid = "".join(texts).split()
+        expected_uid = sandbox.NOBODY if os.geteuid() == 0 else os.geteuid()
+        assert (int(uid), int(pid)) == (expected_uid, 1)  # pid 1: its own PID namespace
+    finally:
+        asyncio.run(_shutdown(SimpleNamespace(kc=None), km))
+    assert host_processes(str(root).encode()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the kernel as uid 0, which needs root")
+def test_the_non_root_path_hides_and_isolates_too(namespaces, base):
+    """With the kernel keeping the grader's uid (as for a non-root grader: a user namespace
+    of its own instead of uid 65534), are hidden files, the host's network and writes outside
+    the workspace still out of reach?"""
+    secret = base / "secret.txt"
+    secret.write_text("secret")
+    outside = base / "outside.txt"
+    outside.write_text("outside")
+    spec = SandboxSpec(hidden=(secret,), uid=0, private_tmp=False)
+    cells = [
+        f"assert open({str(secret)!r}).read() == ''",
+        f"assert open({str(outside)!r}).read() == 'outside'",
+        f"open({str(outside)!r}, 'w').write('changed')",
+        "import socket\nassert [name for _, name in socket.if_nameindex()] == ['lo']",
+        "import os\nassert os.getpid() == 1 and os.getuid() == 0",
+        "open('mine.txt', 'w').write('mine')",
+    ]
+    execution = run(cells, spec, base)
+    assert statuses(execution) == ["ok", "ok", "error", "ok", "ok", "ok"], why(execution)
+    assert execution.runs[2].ename == "OSError" and "Read-only" in execution.runs[2].evalue
+    assert outside.read_text() == "outside"
+    assert sandbox.describe(spec).startswith("namespaces: user, mount, ipc, net, pid; uid 0")
+
+
+def test_require_fails_loudly_without_namespaces(monkeypatch):
+    """When namespaces are unavailable, does ``require`` raise a clear error before any kernel
+    starts, ``auto`` say it fell back, and a misspelt mode get refused?"""
+    monkeypatch.setattr(sandbox, "probe", lambda *args: (False, "simulated: no user namespaces"))
+    spec = SandboxSpec()
+    monkeypatch.setenv(MODE_VARIABLE, "require")
+    with pytest.raises(SandboxError, match="simulated"):
+        sandbox.check(spec)
+    with pytest.raises(SandboxError, match="simulated"):
+        _LimitedKernelManager(kernel_name="python3", sandbox=spec)
+    monkeypatch.setenv(MODE_VARIABLE, "auto")
+    assert sandbox.describe(spec).startswith("fallback: no namespaces (simulated")
+    monkeypatch.setenv(MODE_VARIABLE, "sometimes")
+    with pytest.raises(SandboxError, match="off, auto, require"):
+        sandbox.check(spec)
