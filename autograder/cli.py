@@ -15,6 +15,7 @@ from pathlib import Path
 
 from autograder.course import COURSE_ROOT, REPO_ROOT, Course
 from autograder.execute import Limits
+from autograder.export import FORMATS, VISIBILITIES
 from autograder.notebooks import LabError
 
 
@@ -139,6 +140,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
     _limit_options(grade)
+
+    export = commands.add_parser(
+        "export",
+        help="write the grades in DIR as one gradebook CSV or as Gradescope results.json files",
+        description=(
+            "Read the results a previous `grade --out DIR` stored in DIR/.results and write "
+            "them for a learning management system. --format csv (default) writes one row per "
+            "student to DIR/export/grades.csv (or --to FILE) with the columns: student; then, "
+            "for each lab in name order, '<lab> total' (score), '<lab> status' (ok, error, "
+            "timeout, tampered, unreadable or manual) and one column per graded cell named by "
+            "its grade_id ('<lab>/<grade_id>' when several labs are exported) holding its "
+            "score; cells are empty where a student has no result for a lab. --format "
+            "gradescope writes DIR/export/gradescope/<student>/results.json (or under --to "
+            "DIR2) in Gradescope's autograder results format: one test per graded cell, named "
+            "like the CSV column, its output the grader's message (never hidden test source), "
+            "and a top-level score equal to the sum of the tests. Written answers (status "
+            "manual) are included with score 0 and their full max_score, so the maximum "
+            "matches totals.csv; their output says that a person grades them. Exit 2 when DIR "
+            "holds no results."
+        ),
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the folder a previous `grade --out DIR` wrote",
+    )
+    export.add_argument("--format", choices=FORMATS, default="csv", help="default: csv")
+    export.add_argument("--lab", help="only this lab (default: every lab graded into DIR)")
+    export.add_argument(
+        "--to",
+        type=Path,
+        metavar="PATH",
+        help="csv: the file (default DIR/export/grades.csv); gradescope: the folder holding "
+        "<student>/results.json (default DIR/export/gradescope)",
+    )
+    export.add_argument(
+        "--visibility",
+        choices=VISIBILITIES,
+        default="visible",
+        help="gradescope: when students see the tests and the score (default: visible)",
+    )
     return parser
 
 
@@ -186,6 +230,8 @@ def _limits(args: argparse.Namespace, jobs: int = 1) -> Limits:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "export":
+        return _export(args)
     course = Course(root=args.course.resolve(), **_course_extras(args))
     try:
         if args.command == "release":
@@ -306,4 +352,21 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
         f"{len(batch.ignored)} older duplicates; totals by status: {summary or 'none'}"
     )
     print(f"wrote {args.out / 'grades.csv'}, {args.out / 'totals.csv'}, {args.out / 'feedback'}/")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from autograder.export import NoResults, export
+
+    try:
+        written = export(
+            args.out, args.format, lab=args.lab, to=args.to, visibility=args.visibility
+        )
+    except NoResults as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.format == "csv":
+        print(f"wrote {written[0]}")
+    else:
+        print(f"wrote {len(written)} results.json under {written[0].parent.parent}/")
     return 0

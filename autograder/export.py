@@ -1,0 +1,179 @@
+"""Grades for a learning management system, from the results ``grade`` stored in ``DIR``.
+
+``export`` reads ``DIR/.results/<lab>/<student>.json`` (what ``grade --out DIR`` keeps; see
+``autograder.grade.load_results``) and writes one of two formats:
+
+- ``csv``: one row per student, for a gradebook import. Columns: ``student``; then, for each
+  lab in name order, ``<lab> total`` (the student's score), ``<lab> status`` (the
+  submission's status) and one column per graded cell, named by its ``grade_id``
+  (``<lab>/<grade_id>`` when several labs are exported), holding its score. A cell is empty
+  where a student has no result for that lab.
+- ``gradescope``: one ``<student>/results.json`` per student in Gradescope's autograder
+  results format: each graded cell is one test (same name as the CSV column) whose output is
+  the row's message; the top-level ``score`` is the sum of the tests' scores. Written answers
+  (status ``manual``) are included with score 0 and their full ``max_score``, so that the
+  maximum matches ``totals.csv``; their output says a person grades them.
+
+The stored messages never show hidden test source, so they are exported as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from autograder.grade import load_results, safe_name
+
+FORMATS = ("csv", "gradescope")
+# Gradescope's visibility settings, for tests and for the whole result.
+VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+MANUAL_OUTPUT = "graded by hand: this test shows 0 until a person grades the written answer"
+
+
+class NoResults(ValueError):
+    """``DIR`` holds no stored results (or none for the lab asked for)."""
+
+
+def select_results(out: Path, lab: str | None = None) -> list[dict]:
+    """The stored results under ``out`` (only ``lab``'s when given); ``NoResults`` if none."""
+    results = load_results(Path(out))
+    if not results:
+        raise NoResults(
+            f"no grading results in {Path(out) / '.results'}: is {out} the folder "
+            "`grade --out DIR` wrote?"
+        )
+    if lab is None:
+        return results
+    chosen = [r for r in results if r["lab"] == lab]
+    if not chosen:
+        labs = ", ".join(sorted({r["lab"] for r in results}))
+        raise NoResults(f"no results for lab {lab!r} in {Path(out) / '.results'} (labs: {labs})")
+    return chosen
+
+
+def question_name(lab: str, question: str, several_labs: bool) -> str:
+    """A graded cell's name in an export: its grade_id, prefixed by the lab when needed."""
+    return f"{lab}/{question}" if several_labs else question
+
+
+def _questions(results: list[dict]) -> dict[str, list[str]]:
+    """Each lab's grade_ids in notebook order (the union over students, first seen first)."""
+    order: dict[str, list[str]] = {}
+    for result in results:
+        known = order.setdefault(result["lab"], [])
+        for row in result["rows"]:
+            if row["question"] not in known:
+                known.append(row["question"])
+    return dict(sorted(order.items()))
+
+
+def csv_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The wide table: a header and one row per student (see the module doc)."""
+    from autograder.report import number  # nbconvert is slow to import; the CLI imports us
+
+    questions = _questions(results)
+    several = len(questions) > 1
+    header = ["student"]
+    for lab, names in questions.items():
+        header += [f"{lab} total", f"{lab} status"]
+        header += [question_name(lab, q, several) for q in names]
+    by_student: dict[str, dict[str, dict]] = {}
+    for result in results:
+        by_student.setdefault(result["student"], {})[result["lab"]] = result
+    rows = []
+    for student in sorted(by_student):
+        line = [student]
+        for lab, names in questions.items():
+            result = by_student[student].get(lab)
+            if result is None:
+                line += [""] * (2 + len(names))
+                continue
+            scores = {row["question"]: number(row["score"]) for row in result["rows"]}
+            line += [number(result["score"]), result["status"]]
+            line += [scores.get(q, "") for q in names]
+        rows.append(line)
+    return header, rows
+
+
+def gradescope_result(results: list[dict], several_labs: bool, visibility: str) -> dict:
+    """One student's ``results.json`` from their results (one per lab)."""
+    from autograder.report import number
+
+    tests, summary = [], []
+    for result in sorted(results, key=lambda r: r["lab"]):
+        summary.append(
+            f"{result['lab']}: {number(result['score'])} / {number(result['max_score'])} "
+            f"(status {result['status']}, graded {result['graded_at']})"
+        )
+        summary += result.get("notes", [])
+        for row in result["rows"]:
+            manual = row["status"] == "manual"
+            tests.append(
+                {
+                    "name": question_name(result["lab"], row["question"], several_labs),
+                    "score": float(row["score"]),
+                    "max_score": float(row["max_score"]),
+                    "output": f"{row['message']}; {MANUAL_OUTPUT}" if manual else row["message"],
+                    "visibility": visibility,
+                }
+            )
+    return {
+        "score": sum(test["score"] for test in tests),
+        "execution_time": round(sum(float(r.get("seconds", 0.0)) for r in results)),
+        "output": "\n".join(summary),
+        "visibility": visibility,
+        "stdout_visibility": "hidden",
+        "tests": tests,
+    }
+
+
+def export(
+    out: Path,
+    fmt: str = "csv",
+    lab: str | None = None,
+    to: Path | None = None,
+    visibility: str = "visible",
+) -> list[Path]:
+    """Write the export of ``out``'s results; returns the files written.
+
+    Args:
+        out: the folder ``grade --out`` wrote.
+        fmt: ``csv`` or ``gradescope`` (see the module doc).
+        lab: export only this lab (default: every lab there).
+        to: the CSV file (default ``out/export/grades.csv``) or the folder holding one
+            ``<student>/results.json`` each (default ``out/export/gradescope``).
+        visibility: Gradescope visibility of the tests and the result.
+
+    Raises:
+        NoResults: ``out`` holds no results (for ``lab``).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if visibility not in VISIBILITIES:
+        raise ValueError(f"unknown visibility {visibility!r}")
+    from autograder.report import _write_text_atomic
+
+    results = select_results(out, lab)
+    if fmt == "csv":
+        path = Path(to) if to is not None else Path(out) / "export" / "grades.csv"
+        header, rows = csv_table(results)
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        _write_text_atomic(path, text.getvalue())
+        return [path]
+    folder = Path(to) if to is not None else Path(out) / "export" / "gradescope"
+    several = len({r["lab"] for r in results}) > 1
+    by_student: dict[str, list[dict]] = {}
+    for result in results:
+        by_student.setdefault(result["student"], []).append(result)
+    written = []
+    for student in sorted(by_student):
+        path = folder / safe_name(student) / "results.json"
+        value = gradescope_result(by_student[student], several, visibility)
+        _write_text_atomic(path, json.dumps(value, indent=1) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,154 @@
+"""Does a grading batch killed mid-way leave no kernels behind and finish, losing nothing,
+when the same command is run again?
+
+`python -m autograder grade --jobs 2` runs on six toy submissions (tests/fixtures/toy) as a
+subprocess in its own session, is SIGKILLed as a whole process group once some but not all
+results are stored while a kernel is running, and is then run again. The run's processes are
+recognised by the test's temporary folder: the command runs there (its workers inherit that
+working folder) with TMPDIR inside it, which holds the kernels' workspaces (their working
+folders) and connection files (named on their command lines after ``-f``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from toy import QUESTIONS, TOY_ROOT, answered, read_csv, with_solution
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def write_submissions(folder: Path) -> list[str]:
+    """Six toy submissions, from full marks to unreadable; returns the student ids."""
+    folder.mkdir()
+    notebooks = {
+        "correct": answered(),
+        "hidden_fail": with_solution(
+            answered(), "toy_double_solution", "def double(x):\n    return 2 * abs(x)"
+        ),
+        "visible_fail": with_solution(
+            answered(), "toy_double_solution", "def double(x):\n    return x"
+        ),
+        "not_answered": with_solution(
+            answered(), "toy_square_solution", "def square(x):\n    raise NotImplementedError()"
+        ),
+        "exits": with_solution(answered(), "toy_square_solution", "import os\nos._exit(1)"),
+    }
+    for student, notebook in notebooks.items():
+        nbformat.write(notebook, folder / f"{student}.ipynb")
+    (folder / "empty.ipynb").write_bytes(b"")
+    return sorted([*notebooks, "empty"])
+
+
+def processes_of_run(root: Path) -> dict[int, str]:
+    """Live processes (not zombies) whose working folder or command line is under ``root``,
+    other than this one: pid -> command line."""
+    prefix = str(root) + os.sep
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if state != "Z" and (prefix in command or (cwd + os.sep).startswith(prefix)):
+            found[int(entry.name)] = command
+    return found
+
+
+def kernels(processes: dict[int, str], root: Path) -> dict[int, str]:
+    """The kernels among them: started with a connection file under ``root``."""
+    connection = f" -f {root}{os.sep}"
+    return {pid: command for pid, command in processes.items() if connection in command}
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
+def test_a_killed_batch_leaves_no_kernels_and_resumes_without_regrading(tmp_path):
+    """Killed (SIGKILL, whole group) with some results stored: are no kernels left running,
+    and does the same command then finish the batch, keep (and say it kept) what was stored
+    before, and write one row per question per student with totals that add up?"""
+    students = write_submissions(tmp_path / "submissions")
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "autograder", "grade", "--course", str(TOY_ROOT), "--lab", "toy",
+        *(str(tmp_path / "submissions" / f"{s}.ipynb") for s in students),
+        "--out", str(out), "--jobs", "2", "--timeout", "20", "--notebook-timeout", "60",
+        "--memory-mb", "4096", "--threads", "1", "--no-progress",
+    ]  # fmt: skip
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
+    stored = out / ".results" / "toy"
+
+    began = time.monotonic()
+    first = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    seen_kernels: dict[int, str] = {}
+    try:
+        while True:
+            assert first.poll() is None, "the batch ended before it could be interrupted"
+            assert time.monotonic() - began < 120, "no result within 120 s"
+            done = len(list(stored.glob("*.json"))) if stored.is_dir() else 0
+            assert done < len(students), "every submission was graded before the kill"
+            alive = kernels(processes_of_run(tmp_path), tmp_path)
+            seen_kernels.update(alive)
+            if done >= 1 and alive:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+
+    before = {path.name: path.read_bytes() for path in stored.glob("*.json")}
+    assert 1 <= len(before) < len(students)
+    deadline = time.monotonic() + 15  # ipykernel notices a dead parent within about a second
+    left = processes_of_run(tmp_path)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.25)
+        left = processes_of_run(tmp_path)
+    for pid in left:  # do not leak them into other tests, then fail
+        os.kill(pid, signal.SIGKILL)
+    assert seen_kernels, "no kernel of this run was ever seen: the process check is blind"
+    assert not left, f"still running after the kill: {left}"
+
+    second = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150
+    )
+    assert second.returncode == 0, second.stderr
+    assert f"graded {len(students) - len(before)}, kept {len(before)} graded before" in (
+        second.stdout
+    )
+    after = {path.name: path.read_bytes() for path in stored.glob("*.json")}
+    assert sorted(after) == [f"{s}.json" for s in students]
+    for name, content in before.items():
+        assert after[name] == content, f"{name} was graded again"
+        assert json.loads(after[name])["graded_at"] == json.loads(content)["graded_at"]
+
+    rows = read_csv(out / "grades.csv")
+    assert sorted((r["student"], r["question"]) for r in rows) == sorted(
+        (s, q) for s in students for q in QUESTIONS
+    )
+    totals = {r["student"]: r for r in read_csv(out / "totals.csv")}
+    assert sorted(totals) == students
+    for student in students:
+        mine = [r for r in rows if r["student"] == student]
+        assert float(totals[student]["score"]) == pytest.approx(
+            sum(float(r["score"]) for r in mine)
+        )
+        assert float(totals[student]["max_score"]) == sum(float(r["max_score"]) for r in mine)
