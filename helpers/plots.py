@@ -35,8 +35,15 @@ MAX_COLUMNS = 3
 
 
 def _figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes, for notebook display.
+
+    Constrained layout keeps axes, titles and legends inside the figure, so only figures
+    holding a table (which can be wider than its axes) are cropped to their content:
+    ``bbox_inches="tight"`` costs one more layout pass, about 15% of the drawing time.
+    """
+    has_table = any(ax.tables for ax in fig.axes)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
+    fig.savefig(buffer, format="png", bbox_inches="tight" if has_table else None)
     return buffer.getvalue()
 
 

@@ -85,18 +85,22 @@ PROFILES: dict[str, Profile] = {
             "5 epochs, so fine-tuned accuracy stays a few points below `full`."
         ),
     ),
+    # Autograding runs every notebook under smoke, so its cost is paid per submission: the
+    # evaluation subsets and the fine-tuning steps are as small as still shows each effect.
+    # Evaluation batches of 64 run this small VGG about 30% faster per image on a CPU than
+    # batches of 256 (its activations stay in cache).
     "smoke": Profile(
         name="smoke",
         dataset="synthetic",
         arch=SMALL_VGG_ARCH,
         batch_size=64,
-        eval_batch_size=256,
-        val_size=256,
-        test_subset=None,
-        scan_subset=None,
+        eval_batch_size=64,
+        val_size=256,  # also the smoke model's training split (2,048 - 256 images): keep
+        test_subset=256,
+        scan_subset=64,
         scan_sparsities=(0.5, 0.7, 0.9),
         finetune_epochs=1,
-        finetune_steps_per_epoch=8,
+        finetune_steps_per_epoch=4,
         calib_batches=2,
         expected_minutes="under 2 on a 2-core CPU",
         note="SMOKE PROFILE: synthetic data and a small model. Every number is meaningless.",

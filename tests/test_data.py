@@ -499,8 +499,9 @@ def test_get_dataloaders_under_smoke():
     n_train, n_test = hd.SYNTHETIC_TRAIN, hd.SYNTHETIC_TEST
     assert loaders["val"].num_samples == profile.val_size
     assert loaders["train"].num_samples == n_train - profile.val_size
-    assert loaders["test"].num_samples == n_test
-    assert loaders["scan"].num_samples == profile.val_size  # scan_subset None: all of val
+    assert loaders["test"].num_samples == (profile.test_subset or n_test)
+    assert loaders["scan"].num_samples == (profile.scan_subset or profile.val_size)
+    assert torch.equal(loaders["scan"].images, loaders["val"].images[: loaders["scan"].num_samples])
     assert len(loaders["calib"]) == profile.calib_batches
     assert loaders["train"].augment and loaders["train"].shuffle
     assert not any(loaders[k].augment or loaders[k].shuffle for k in ("val", "test", "calib"))

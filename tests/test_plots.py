@@ -185,3 +185,18 @@ def test_notebook_shows_returned_figure(tmp_path):
         assert data["image/png"].startswith(PNG_SIGNATURE)
     finally:
         interactiveshell.InteractiveShell.clear_instance()
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG header."""
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.filterwarnings("ignore:constrained_layout not applied")
+def test_notebook_png_keeps_wide_tables_whole():
+    """Is a panel figure shown at its own size, and a table wider than its figure not cut?"""
+    fig = plots.plot_mask(torch.eye(3))
+    width, height = fig.get_size_inches() * fig.dpi
+    assert png_size(plots._figure_png(fig)) == (round(width), round(height))
+    wide = plots.plot_comparison_table([{"M" * 40: "i"}, {"M" * 40: "j"}])
+    assert png_size(plots._figure_png(wide))[0] > wide.get_size_inches()[0] * wide.dpi
