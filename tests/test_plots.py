@@ -175,14 +175,23 @@ def test_format_cell(value, text):
     assert plots.format_cell(value) == text
 
 
-def test_notebook_shows_returned_figure(tmp_path):
-    """In IPython, does a returned figure render as PNG without pyplot being set up?"""
+@pytest.mark.parametrize("autograding", [False, True])
+def test_notebook_shows_returned_figure(autograding, monkeypatch):
+    """In IPython, does a returned figure render as PNG without pyplot being set up, and as
+    text only while autograding (NBGRADER_EXECUTION set), where drawing would be wasted?"""
     interactiveshell = pytest.importorskip("IPython.core.interactiveshell")
+    if autograding:
+        monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    else:
+        monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     shell = interactiveshell.InteractiveShell.instance()
     try:
         fig = plots.plot_mask(torch.eye(3))
         data, _ = shell.display_formatter.format(fig)
-        assert data["image/png"].startswith(PNG_SIGNATURE)
+        if autograding:
+            assert "image/png" not in data and data["text/plain"].startswith("<Figure")
+        else:
+            assert data["image/png"].startswith(PNG_SIGNATURE)
     finally:
         interactiveshell.InteractiveShell.clear_instance()
 
@@ -193,8 +202,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 @pytest.mark.filterwarnings("ignore:constrained_layout not applied")
-def test_notebook_png_keeps_wide_tables_whole():
+def test_notebook_png_keeps_wide_tables_whole(monkeypatch):
     """Is a panel figure shown at its own size, and a table wider than its figure not cut?"""
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     fig = plots.plot_mask(torch.eye(3))
     width, height = fig.get_size_inches() * fig.dpi
     assert png_size(plots._figure_png(fig)) == (round(width), round(height))
