@@ -1,4 +1,4 @@
-"""``python -m autograder``: release, run, validate and grade the labs.
+"""``python -m autograder``: release, run, validate, grade and export the labs.
 
 Exit status: 0 when the command did its job; 1 when a check failed (a refused release, a
 committed release out of date, a failing cell in ``run`` or ``validate``); 2 for wrong usage.
@@ -36,7 +36,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m autograder",
-        description="Release, run, validate and grade the course's nbgrader labs.",
+        description="Release, run, validate, grade and export the course's nbgrader labs.",
         epilog="Run `python -m autograder COMMAND --help` for a command's options.",
     )
     common = argparse.ArgumentParser(add_help=False)
