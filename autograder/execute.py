@@ -286,11 +286,6 @@ async def _start(client: _CappedClient, env: dict, cwd: Path, log: BinaryIO | No
     await client.async_start_new_kernel_client()
 
 
-def _kernel_pid(km: _LimitedKernelManager) -> int | None:
-    process = getattr(getattr(km, "provisioner", None), "process", None)
-    return process.pid if process is not None else None
-
-
 class _Judge:
     """The judge kernel of one run: started with the student's, prelude run in the background."""
 
@@ -314,8 +309,7 @@ class _Judge:
     def begin(self, student_km: _LimitedKernelManager, log: BinaryIO | None) -> None:
         env = dict(self.spec.env)
         env["AUTOGRADER_STUDENT_CONNECTION"] = str(student_km.connection_file)
-        pid = getattr(student_km, "kernel_pid", None) or _kernel_pid(student_km)
-        env["AUTOGRADER_STUDENT_PID"] = str(pid or 0)
+        env["AUTOGRADER_STUDENT_PID"] = str(student_km.kernel_pid or 0)
         self.ready = asyncio.create_task(self._prelude(env, log))
 
     async def _prelude(self, env: dict, log: BinaryIO | None) -> None:

@@ -64,7 +64,7 @@ TEST_CLASSES = "autograder_test_classes"  # the name test classes travel back un
 # response as data.
 STUDENT_SNIPPET = r"""
 def __autograder_request(request, response):
-    import copyreg, functools, io, pickle, random, sys, traceback, types
+    import collections, functools, io, pickle, random, sys, traceback, types
     import torch
     namespace = get_ipython().user_ns
     with open(request, "rb") as stream:
@@ -152,7 +152,6 @@ def __autograder_request(request, response):
             nodes.append((node.op, node.name, target, arg(node.args), arg(node.kwargs)))
         return {"nodes": nodes, "modules": dict(module._modules), "attrs": attrs, "training": module.training}
 
-    import collections
     buffer = io.BytesIO()
     try:
         module = types.ModuleType("autograder_pickle")
@@ -202,7 +201,7 @@ class _Judge:
 
     # ------------------------------------------------------------------ requests
 
-    def request(self, kind: str, name, args=(), kwargs=None, *, timeout: float | None = None):
+    def request(self, kind: str, name, args=(), kwargs=None):
         """Run one request in the student's kernel; returns the response (already vetted)."""
         if self.dead:
             raise StudentKernelError(self.dead)
@@ -218,7 +217,7 @@ class _Judge:
             "{response!r}", repr(str(response))
         )
         left = self.cell_timeout - (time.monotonic() - self.cell_started)
-        timeout = max(1.0, left if timeout is None else min(timeout, left))
+        timeout = max(1.0, left)
         try:
             self._execute(code, timeout, name)
             data = _read_regular_file(response)
@@ -485,8 +484,6 @@ def _unchanged(value, depth: int = 3) -> bool:
 
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# call_function targets a graph may use: functions of these modules, by name.
-_FUNCTION_MODULES = ("torch", "torch.nn.functional", "_operator", "operator", "math")
 _TENSOR_METHODS = frozenset(
     n
     for n in dir(torch.Tensor)
