@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import math
 import os
 import signal
@@ -34,8 +35,9 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode, v4
-from traitlets import Instance, Integer
+from traitlets import Any, Instance, Integer
 
+from autograder import forking
 from autograder import sandbox as sandboxing
 from autograder.sandbox import SandboxSpec
 
@@ -135,6 +137,7 @@ class _LimitedKernelManager(AsyncKernelManager):
 
     memory_bytes = Integer(0)
     sandbox = Instance(SandboxSpec, allow_none=True)
+    template = Any(None, allow_none=True)  # a forking.Template: fork the kernel from it
 
     def __init__(self, **kwargs) -> None:  # noqa: ANN003
         super().__init__(**kwargs)
@@ -151,6 +154,37 @@ class _LimitedKernelManager(AsyncKernelManager):
                 self.connection_file = str(self.launch.runtime / "kernel.json")
                 self.ip = str(self.launch.runtime / "kernel")
         await super().start_kernel(**kw)
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:  # noqa: ANN003
+        """Fork the kernel from ``template`` when there is one (the same launcher code, run
+        by a process that has the lab's modules imported); else start it as usual, also when
+        the template fails (it only saves time)."""
+        if self.template is not None:
+            connection = os.path.realpath(self.connection_file)
+            isolate = ""
+            if self.launch is not None:  # the launcher's parent is the template
+                isolate = self.launch.code(self.connection_file, parent=self.template.pid)
+            code = _LAUNCHER.format(limit=int(self.memory_bytes), sandbox=isolate)
+            log = kw.get("stdout")
+            try:
+                process = await asyncio.to_thread(
+                    self.template.fork,
+                    code,
+                    ["-f", connection],
+                    {**(kw.get("env") or {}), "JPY_PARENT_PID": str(self.template.pid)},
+                    str(kw.get("cwd") or os.getcwd()),
+                    str(getattr(log, "name", "") or ""),
+                )
+            except forking.TemplateError:
+                self.template = None
+            else:
+                assert self.provisioner is not None
+                self.provisioner.process = process
+                self.provisioner.pid = self.provisioner.pgid = process.pid
+                self.provisioner.cwd = kw.get("cwd")
+                self._reconcile_connection_info(self.provisioner.connection_info)
+                return
+        await super()._async_launch_kernel(kernel_cmd, **kw)
 
     @property
     def isolation(self) -> str:
@@ -217,12 +251,18 @@ class JudgeSpec:
             kernel).
         env: the judge's environment; the student's kernel's connection file and pid are added.
         cwd: the judge's working folder.
+        lib: the folder on the judge's ``PYTHONPATH``; with ``preload``, the judge is forked
+            from a template (``autograder.forking``) that imported ``preload`` from a copy
+            of ``lib``.
+        preload: modules the template imports (what the prelude imports).
     """
 
     cells: frozenset[int]
     prelude: tuple[str, ...]
     env: dict[str, str]
     cwd: Path
+    lib: Path | None = None
+    preload: tuple[str, ...] = ()
 
 
 def execute(
@@ -236,6 +276,7 @@ def execute(
     kernel_log: Path | None = None,
     judge: JudgeSpec | None = None,
     sandbox: SandboxSpec | None = None,
+    preload: tuple[str, ...] = (),
 ) -> Execution:
     """Run every code cell of ``notebook`` (in place) in a fresh kernel; see the module doc.
 
@@ -243,16 +284,14 @@ def execute(
     into the notebook), each after the student's kernel has run every cell before it.
     The kernel process's own stdout and stderr (not the cells' outputs) go to ``kernel_log``,
     or nowhere. With ``sandbox``, the student's kernel runs isolated (``autograder.sandbox``);
-    ``SandboxError`` when ``AUTOGRADER_SANDBOX=require`` cannot be met.
+    ``SandboxError`` when ``AUTOGRADER_SANDBOX=require`` cannot be met. With ``preload``, the
+    kernel is forked from a template that imported those modules (``autograder.forking``).
     """
+    args = (notebook, cwd, env, limits, stop_on_error, on_cell)
     if kernel_log is None:
-        return asyncio.run(
-            _execute(notebook, cwd, env, limits, stop_on_error, on_cell, None, judge, sandbox)
-        )
+        return asyncio.run(_execute(*args, None, judge, sandbox, preload))
     with open(kernel_log, "ab") as log:
-        return asyncio.run(
-            _execute(notebook, cwd, env, limits, stop_on_error, on_cell, log, judge, sandbox)
-        )
+        return asyncio.run(_execute(*args, log, judge, sandbox, preload))
 
 
 def _new_client(
@@ -286,6 +325,13 @@ async def _start(client: _CappedClient, env: dict, cwd: Path, log: BinaryIO | No
     await client.async_start_new_kernel_client()
 
 
+JUDGE_GRACE_S = 15.0  # past the cell limit, for the judge to stop a student's call itself
+# The judge's address space holds the lab's libraries as the student's does, and copies of
+# what the student's functions return: capped at the student's cap plus this. (PyTorch alone
+# maps 3 GiB of address space; a judge capped at a 4 GiB student cap was seen to abort.)
+JUDGE_MEMORY_EXTRA_MB = 2048
+
+
 class _Judge:
     """The judge kernel of one run: started with the student's, prelude run in the background."""
 
@@ -297,8 +343,10 @@ class _Judge:
         self.position = {index: self.offset + i for i, index in enumerate(sorted(spec.cells))}
         cells = [copy.deepcopy(notebook.cells[index]) for index in sorted(spec.cells)]
         self.notebook = v4.new_notebook(cells=prelude + cells, metadata=notebook.metadata)
+        template = forking.template_for(spec.env, spec.preload, spec.lib)
+        memory_mb = limits.memory_mb + JUDGE_MEMORY_EXTRA_MB if limits.memory_mb else 0
         self.km = _LimitedKernelManager(
-            kernel_name="python3", memory_bytes=int(limits.memory_mb or 0) << 20
+            kernel_name="python3", memory_bytes=int(memory_mb) << 20, template=template
         )
         self.replies: dict[int, dict] = {}
         self.client = _new_client(self.notebook, self.km, limits, spec.cwd, self.replies)
@@ -338,9 +386,19 @@ class _Judge:
         if self.failed:
             return CellRun("error", 0.0, "GraderError", self.failed)
         position = self.position[index]
-        run, fatal = await _run_cell(
-            self.client, self.notebook, position, left, self.limits, self.replies
+        # The judge stops a student's call at the cell limit itself (StudentTimeout); the
+        # kernel's own limit only catches a judge that hangs.
+        grace = dataclasses.replace(
+            self.limits,
+            cell_timeout=self.limits.cell_timeout + JUDGE_GRACE_S
+            if self.limits.cell_timeout
+            else None,
         )
+        run, fatal = await _run_cell(
+            self.client, self.notebook, position, left + JUDGE_GRACE_S, grace, self.replies
+        )
+        if run.status == "error" and run.ename == "StudentTimeout":
+            run = CellRun("timeout", run.seconds, "TimeoutError", run.evalue, run.traceback)
         judged = self.notebook.cells[position]
         notebook.cells[index].outputs = judged.get("outputs", [])
         notebook.cells[index].execution_count = judged.get("execution_count")
@@ -368,10 +426,14 @@ async def _execute(
     log: BinaryIO | None,
     judge_spec: JudgeSpec | None = None,
     sandbox: SandboxSpec | None = None,
+    preload: tuple[str, ...] = (),
 ) -> Execution:
     start = time.monotonic()
     memory = int(limits.memory_mb or 0) << 20
-    km = _LimitedKernelManager(kernel_name="python3", memory_bytes=memory, sandbox=sandbox)
+    template = forking.template_for(env, preload)
+    km = _LimitedKernelManager(
+        kernel_name="python3", memory_bytes=memory, sandbox=sandbox, template=template
+    )
     replies: dict[int, dict] = {}
     client = _new_client(notebook, km, limits, cwd, replies)
     judge = _Judge(judge_spec, notebook, limits) if judge_spec is not None else None

@@ -63,7 +63,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder import sandbox
+from autograder import forking, sandbox
 from autograder.course import REPO_ROOT, Course
 from autograder.execute import Execution, JudgeSpec, Limits, execute, kernel_env
 from autograder.notebooks import (
@@ -207,7 +207,7 @@ def run_in_workspace(
                 workspace(course, "judge.ipynb", b"{}", data_seed, judge=True)
             )
             judge = judge_spec(
-                lab, judged, judge_cwd, judge_extra, cwd.parent / "rpc", limits, profile
+                lab, judged, judge_cwd, judge_extra, cwd.parent / "rpc", limits, profile, course
             )
         sandbox = None
         if hidden is not None:
@@ -220,6 +220,7 @@ def run_in_workspace(
             kernel_log=cwd.parent / "kernel.log",
             judge=judge,
             sandbox=sandbox,
+            preload=preloads(lab, course)[0] if judge is not None else (),
         )
         if keep_data is not None:
             shutil.copytree(extra["LAB_DATA"], keep_data)
@@ -317,6 +318,90 @@ def student_names(lab: Lab) -> list[str]:
 
 
 JUDGE_INSTALL = "import autograder_judge as _autograder_judge\n_autograder_judge.install()\ndel _autograder_judge\n"
+# What every kernel imports, whatever the lab; and what a module's first use imports later
+# (PyTorch's first optimizer imports its compiler stack: 2 s on a 2-core machine).
+KERNEL_MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel")
+IMPORTED_LATER = {"torch": ("torch._dynamo",)}
+
+
+def imported_modules(sources: Iterable[str], package: str = "") -> tuple[str, ...]:
+    """Modules the code in ``sources`` imports at top level, in order (``from a.b import c``
+    gives ``a.b``, and ``a.b.c`` in case ``c`` is a module). Relative imports are resolved
+    in ``package`` (left out without one); magics and shell lines are skipped."""
+    found: list[str] = []
+    for source in sources:
+        lines = [
+            "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+        ]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    if not package or not parts:
+                        continue
+                    base = ".".join(parts + ([node.module] if node.module else []))
+                names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            found += [name for name in names if name and name not in found]
+    return tuple(found)
+
+
+def _provided_modules(course: Course) -> dict[str, tuple[str, str]]:
+    """The Python modules of the files a student has: name -> (source, package)."""
+    modules = {}
+    for path in course.student_files:
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            if file.suffix != ".py" or not file.is_file():
+                continue
+            parts = list(file.relative_to(path.parent).with_suffix("").parts)
+            is_package = parts[-1] == "__init__"
+            if is_package:
+                parts = parts[:-1]
+            name = ".".join(parts)
+            package = name if is_package else ".".join(parts[:-1])
+            modules[name] = (file.read_text(errors="replace"), package)
+    return modules
+
+
+def preloads(lab: Lab, course: Course) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Modules the kernel templates import (``autograder.forking``): (the student's, the
+    judge's).
+
+    What the lab's set-up cells import, followed (statically) through the files a student
+    has: the student's template imports the other modules found (a student's kernel imports
+    the course's files from its own folder), plus what a module's first use imports later
+    (``IMPORTED_LATER``); the judge's imports the course's files too, and its runtime.
+    Nothing else: an imported library counts against the kernel's memory cap (address
+    space), so a kernel starts with what the lab's set-up would have imported anyway.
+    """
+    provided = _provided_modules(course)
+    queue = list(imported_modules(source_text(cell) for cell in setup_cells(lab)))
+    outside: list[str] = []
+    reached: list[str] = []
+    while queue:
+        name = queue.pop(0)
+        if name in outside or name in reached:
+            continue
+        if name in provided:
+            reached.append(name)
+            source, package = provided[name]
+            parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+            queue += [*parents, *imported_modules([source], package)]
+        elif name.split(".")[0] not in {n.split(".")[0] for n in provided}:
+            outside.append(name)  # a library (a name under a course package is not a module)
+    later = [m for name in outside for m in IMPORTED_LATER.get(name, ()) if m not in outside]
+    student = tuple(dict.fromkeys((*outside, *later, *KERNEL_MODULES)))
+    judge = tuple(dict.fromkeys((*outside, *reached, *KERNEL_MODULES, "autograder_judge")))
+    return student, judge
 
 
 def judge_spec(
@@ -327,6 +412,7 @@ def judge_spec(
     rpc_dir: Path,
     limits: Limits,
     profile: str,
+    course: Course,
 ) -> JudgeSpec:
     """The judge kernel of one submission: the lab's set-up cells, then the test cells."""
     env = kernel_env(
@@ -341,7 +427,14 @@ def judge_spec(
         threads=limits.threads,
     )
     prelude = tuple(source_text(cell) for cell in setup_cells(lab)) + (JUDGE_INSTALL,)
-    return JudgeSpec(cells=judged, prelude=prelude, env=env, cwd=cwd)
+    return JudgeSpec(
+        cells=judged,
+        prelude=prelude,
+        env=env,
+        cwd=cwd,
+        lib=Path(extra["PYTHONPATH"]),
+        preload=preloads(lab, course)[1],
+    )
 
 
 def prime_data(settings: Settings, cache: Path, log=print) -> Path | None:
@@ -879,6 +972,7 @@ def grade_batch(
         finally:
             if bar is not None:
                 bar.close()
+            forking.close_all()  # this process's judge templates (workers end theirs on exit)
     batch.results = load_results(out)
     report.write_csvs(out, batch.results)
     return batch

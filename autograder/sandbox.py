@@ -102,11 +102,13 @@ class Launch:
     runtime: Path | None  # folder of the connection file and ipc sockets; None: TCP
     uid: int | None  # owner to give the connection file; None: leave it
 
-    def code(self, connection_file: str) -> str:
-        """Python code for the kernel command; hands ``connection_file`` to the kernel's uid."""
+    def code(self, connection_file: str, parent: int | None = None) -> str:
+        """Python code for the kernel command; hands ``connection_file`` to the kernel's uid.
+        ``parent``: the pid of the process that starts the launcher, when not this one (a
+        kernel template, ``autograder.forking``)."""
         if self.uid is not None:
             os.chown(connection_file, self.uid, self.config["gid"])
-        return launcher_code(self.config)
+        return launcher_code({**self.config, "grader": parent} if parent else self.config)
 
 
 # --------------------------------------------------------------------------- grader side

@@ -6,7 +6,7 @@ subprocess in its own session, is SIGKILLed as a whole process group once some b
 results are stored while a kernel is running, and is then run again. The run's processes are
 recognised by the test's temporary folder: the command runs there (its workers inherit that
 working folder) with TMPDIR inside it, which holds the kernels' workspaces (their working
-folders) and connection files (named on their command lines after ``-f``).
+folders), the kernel templates' folders and the connection files.
 """
 
 from __future__ import annotations
@@ -68,9 +68,20 @@ def processes_of_run(root: Path) -> dict[int, str]:
 
 
 def kernels(processes: dict[int, str], root: Path) -> dict[int, str]:
-    """The kernels among them: started with a connection file under ``root``."""
+    """The kernels among them: started with a connection file under ``root``, or (forked
+    from a template, ``autograder.forking``, so with the template's command line) working
+    in a submission's workspace (``<TMPDIR>/autograder-.../work``)."""
     connection = f" -f {root}{os.sep}"
-    return {pid: command for pid, command in processes.items() if connection in command}
+    found = {}
+    for pid, command in processes.items():
+        try:
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+        in_workspace = cwd.name == "work" and cwd.parent.name.startswith("autograder-")
+        if connection in command or in_workspace:
+            found[pid] = command
+    return found
 
 
 @pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")

@@ -1,0 +1,193 @@
+"""Are judge kernels forked from a template fresh processes, and is grading unchanged by it?
+
+A template (``autograder.forking``) imports modules once and forks a kernel per request. These
+tests start real kernels from a template through the grader's kernel manager and check what a
+kernel sees (its own environment, folder and memory cap; modules imported before it existed;
+nothing left by an earlier kernel), that kernels die with their template, that a broken
+template only means a normal start, and that a toy batch scores the same forked or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from toy import QUESTIONS, TOY_ROOT, answered, with_solution
+
+from autograder import forking
+from autograder.course import Course
+from autograder.execute import Limits, _LimitedKernelManager, kernel_env
+from autograder.grade import Settings, grade_batch
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not forking.supported(), reason="forking needs Linux with pidfd"),
+]
+
+PRELOADED = "import os\nIMPORTED_BY = os.getpid()\nCALLS = []\n"
+REPORT = """
+import json, os, resource, sys
+already = "preloaded" in sys.modules
+import preloaded
+preloaded.CALLS.append(os.getpid())
+print(json.dumps({
+    "already": already, "imported_by": preloaded.IMPORTED_BY, "pid": os.getpid(),
+    "ppid": os.getppid(), "calls": preloaded.CALLS, "cwd": os.getcwd(),
+    "lab_data": os.environ.get("LAB_DATA"), "memory": resource.getrlimit(resource.RLIMIT_AS)[0],
+    "session": os.getsid(0),
+}))
+"""
+
+
+@pytest.fixture
+def lib(tmp_path) -> Path:
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    (folder / "preloaded.py").write_text(PRELOADED)
+    return folder
+
+
+def run_kernel(km: _LimitedKernelManager, cwd: Path, env: dict, code: str) -> dict:
+    """Start ``km``'s kernel in ``cwd``, run ``code``, return the JSON it printed."""
+
+    async def go() -> dict:
+        printed = []
+        await km.start_kernel(env=env, cwd=str(cwd))
+        client = km.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=120)
+
+            def hook(msg):
+                if msg["msg_type"] == "stream":
+                    printed.append(msg["content"]["text"])
+
+            reply = await client.execute_interactive(code, timeout=120, output_hook=hook)
+            assert reply["content"]["status"] == "ok", reply["content"]
+        finally:
+            client.stop_channels()
+            await km.shutdown_kernel(now=True)
+        return json.loads("".join(printed))
+
+    return asyncio.run(go())
+
+
+def test_each_kernel_is_a_fresh_fork_with_its_own_environment(tmp_path, lib):
+    """Modules come imported from the template, but each kernel starts from the template's
+    state (a list one kernel appends to is empty in the next), in its own session, folder,
+    environment and memory cap."""
+    env = kernel_env({"PYTHONPATH": str(lib)})
+    template = forking.Template(env, ("preloaded",), lib)
+    try:
+        seen = []
+        for number in range(2):
+            cwd = tmp_path / f"work{number}"
+            cwd.mkdir()
+            km = _LimitedKernelManager(
+                kernel_name="python3", memory_bytes=6 << 30, template=template
+            )
+            run_env = {**env, "LAB_DATA": str(cwd / "data")}
+            seen.append(run_kernel(km, cwd, run_env, REPORT))
+        for number, report in enumerate(seen):
+            assert report["already"], "the module was not imported by the template"
+            assert report["imported_by"] == template.process.pid != report["pid"]
+            assert report["ppid"] == template.process.pid
+            assert report["calls"] == [report["pid"]], "state leaked from an earlier kernel"
+            assert report["cwd"] == str((tmp_path / f"work{number}").resolve())
+            assert report["lab_data"] == str(tmp_path / f"work{number}" / "data")
+            assert report["memory"] == 6 << 30
+            assert report["session"] == report["pid"], "the kernel is not in its own session"
+        assert seen[0]["pid"] != seen[1]["pid"]
+        assert template.failed_imports == []
+    finally:
+        template.close()
+
+
+def test_kernels_die_with_their_template(tmp_path, lib):
+    template = forking.Template(kernel_env({"PYTHONPATH": str(lib)}), ("preloaded",), lib)
+    try:
+        process = template.fork(
+            "import time\ntime.sleep(600)", [], kernel_env(), str(tmp_path), str(tmp_path / "log")
+        )
+        time.sleep(1)
+        assert process.poll() is None
+        template.process.kill()
+        assert process.wait(timeout=20) == -1, "the kernel outlived its template"
+    finally:
+        template.close()
+
+
+def test_a_failed_import_is_reported_and_the_kernel_still_starts(tmp_path, lib):
+    env = kernel_env({"PYTHONPATH": str(lib)})
+    template = forking.Template(env, ("no_such_module_here", "preloaded"), lib)
+    try:
+        km = _LimitedKernelManager(kernel_name="python3", template=template)
+        report = run_kernel(km, tmp_path, env, REPORT)
+        assert report["already"]
+        assert template.failed_imports and "no_such_module_here" in template.failed_imports[0]
+    finally:
+        template.close()
+
+
+def test_a_dead_template_means_a_normal_start(tmp_path, lib):
+    env = kernel_env({"PYTHONPATH": str(lib)})
+    template = forking.Template(env, ("preloaded",), lib)
+    template.process.send_signal(signal.SIGKILL)
+    template.process.wait(timeout=20)
+    try:
+        km = _LimitedKernelManager(kernel_name="python3", template=template)
+        report = run_kernel(km, tmp_path, env, REPORT)
+        assert not report["already"] and report["imported_by"] == report["pid"]
+        assert km.template is None
+    finally:
+        template.close()
+
+
+def test_template_for_reuses_one_template_and_close_all_ends_it(tmp_path, lib):
+    env = kernel_env({"PYTHONPATH": str(lib), "AUTOGRADER_RPC_DIR": "/a", "LAB_DATA": "/b"})
+    first = forking.template_for(env, ("preloaded",), lib)
+    other_run = {**env, "AUTOGRADER_RPC_DIR": "/c", "LAB_DATA": "/d"}  # per-kernel values
+    assert forking.template_for(other_run, ("preloaded",), lib) is first
+    forking.close_all()
+    assert first.process.poll() is not None and not first.root.exists()
+
+
+def test_a_batch_scores_the_same_forked_or_not(tmp_path, monkeypatch):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(answered(), folder / "correct.ipynb")
+    wrong = "def double(x):\n    return 2 * abs(x)"
+    nbformat.write(with_solution(answered(), "toy_double_solution", wrong), folder / "wrong.ipynb")
+    settings = Settings(
+        course=Course(root=TOY_ROOT, release_dir=TOY_ROOT, student_files=()),
+        lab="toy",
+        limits=Limits(cell_timeout=60, notebook_timeout=300, threads=1),
+    )
+    started = []
+
+    class Recorded(forking.Template):
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    monkeypatch.setattr(forking, "Template", Recorded)
+    rows, isolation = {}, {}
+    for mode in ("off", "on"):
+        monkeypatch.setenv("AUTOGRADER_FORK", mode)
+        batch = grade_batch([folder], tmp_path / f"out-{mode}", settings, progress=False, log=id)
+        rows[mode] = {
+            r["student"]: [(x["question"], x["score"], x["status"]) for x in r["rows"]]
+            for r in batch.results
+        }
+        isolation[mode] = {r["isolation"] for r in batch.results}
+    assert rows["on"] == rows["off"]
+    assert [q for q, _, _ in rows["on"]["correct"]] == QUESTIONS
+    assert rows["on"]["correct"][0][1] > rows["on"]["wrong"][0][1]
+    assert len(started) == 2, "a student's and a judge's template (forking on), none with it off"
+    assert all(t.process.poll() is not None for t in started), "a template outlived its batch"
+    assert isolation["on"] == isolation["off"], "the forked student's kernel is isolated the same"
