@@ -16,6 +16,9 @@ then run it with two kernels (``autograder.execute``), each in a fresh temporary
   and brings back its result, and the arguments it changed in place, as data that cannot run
   code in the judge.
 
+Both kernels are forked from templates that already imported the lab's libraries
+(``autograder.forking``, ``preloads``): fresh processes that skip the imports.
+
 A test cell earns its points iff it runs in the judge without raising. So the verdict never
 depends on anything the student's kernel can change: monkeypatching ``builtins``, ``torch``,
 ``numpy``, the assert statement or IPython's input transformers, reading ``In``, or writing
