@@ -160,19 +160,23 @@ class ForkedProcess:
             self._fd, self.returncode = None, -1
 
     def poll(self) -> int | None:
-        if self.returncode is None and self._fd is not None:
-            readable, _, _ = select.select([self._fd], [], [], 0)
-            if readable:
-                self._ended()
+        if self.returncode is None and self._fd is not None and self._exited(0):
+            self._ended()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None and self._fd is not None:
-            readable, _, _ = select.select([self._fd], [], [], timeout)
-            if not readable:
+            if not self._exited(timeout):
                 raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
             self._ended()
         return self.returncode if self.returncode is not None else -1
+
+    def _exited(self, timeout: float | None) -> bool:
+        """Whether the pidfd turns readable (the process ended) within ``timeout`` seconds
+        (``poll``, not ``select``: a long grading run may hold descriptors past 1024)."""
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None and self._fd is not None:
