@@ -161,10 +161,7 @@ class _LimitedKernelManager(AsyncKernelManager):
         the template fails (it only saves time)."""
         if self.template is not None:
             connection = os.path.realpath(self.connection_file)
-            isolate = ""
-            if self.launch is not None:  # the launcher's parent is the template
-                isolate = self.launch.code(self.connection_file, parent=self.template.pid)
-            code = _LAUNCHER.format(limit=int(self.memory_bytes), sandbox=isolate)
+            code = self._launcher_code(parent=self.template.pid)
             log = kw.get("stdout")
             try:
                 process = await asyncio.to_thread(
@@ -205,9 +202,13 @@ class _LimitedKernelManager(AsyncKernelManager):
             return pid
         return sandboxing.first_child(pid)
 
+    def _launcher_code(self, parent: int | None = None) -> str:
+        """The launcher's code; ``parent``: the pid that starts it, when not this process."""
+        isolate = "" if self.launch is None else self.launch.code(self.connection_file, parent)
+        return _LAUNCHER.format(limit=int(self.memory_bytes), sandbox=isolate)
+
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        isolate = self.launch.code(self.connection_file) if self.launch is not None else ""
-        code = _LAUNCHER.format(limit=int(self.memory_bytes), sandbox=isolate)
+        code = self._launcher_code()
         return [sys.executable, "-c", code, "-f", os.path.realpath(self.connection_file)] + list(
             extra_arguments or []
         )
@@ -338,6 +339,12 @@ class _Judge:
     def __init__(self, spec: JudgeSpec, notebook: NotebookNode, limits: Limits) -> None:
         self.spec = spec
         self.limits = limits
+        # The judge stops a student's call at the cell limit itself (StudentTimeout); the
+        # kernel's own limit on a test cell only catches a judge that hangs.
+        self.test_limits = dataclasses.replace(
+            limits,
+            cell_timeout=limits.cell_timeout + JUDGE_GRACE_S if limits.cell_timeout else None,
+        )
         prelude = [v4.new_code_cell(source) for source in spec.prelude]
         self.offset = len(prelude)
         self.position = {index: self.offset + i for i, index in enumerate(sorted(spec.cells))}
@@ -386,16 +393,13 @@ class _Judge:
         if self.failed:
             return CellRun("error", 0.0, "GraderError", self.failed)
         position = self.position[index]
-        # The judge stops a student's call at the cell limit itself (StudentTimeout); the
-        # kernel's own limit only catches a judge that hangs.
-        grace = dataclasses.replace(
-            self.limits,
-            cell_timeout=self.limits.cell_timeout + JUDGE_GRACE_S
-            if self.limits.cell_timeout
-            else None,
-        )
         run, fatal = await _run_cell(
-            self.client, self.notebook, position, left + JUDGE_GRACE_S, grace, self.replies
+            self.client,
+            self.notebook,
+            position,
+            left + JUDGE_GRACE_S,
+            self.test_limits,
+            self.replies,
         )
         if run.status == "error" and run.ename == "StudentTimeout":
             run = CellRun("timeout", run.seconds, "TimeoutError", run.evalue, run.traceback)

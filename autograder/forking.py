@@ -38,7 +38,6 @@ from pathlib import Path
 # what makes a template.
 PER_KERNEL_ENV = ("PYTHONPATH", "LAB_DATA", "HOME", "TMPDIR", "JPY_PARENT_PID")
 PER_KERNEL_PREFIX = "AUTOGRADER_"
-READY = "ready"
 
 # Run by the template's Python (``python -c``): import, then fork a kernel per request line.
 # A child does what a kernel command (``python -c LAUNCHER -f CONNECTION``) would do after
@@ -241,7 +240,7 @@ class Template:
     def _reply(self) -> dict:
         line = self.process.stdout.readline() if self.process.stdout else ""
         if not line:
-            raise TemplateError(f"the judge template exited (status {self.process.poll()})")
+            raise TemplateError(f"the kernel template exited (status {self.process.poll()})")
         return json.loads(line)
 
     def fork(
@@ -283,9 +282,8 @@ class Template:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-MAX_TEMPLATES = (
-    4  # a student's and a judge's per lab; each holds an imported PyTorch (about half a GiB)
-)
+# A student's and a judge's per lab; each holds an imported PyTorch (about half a GiB).
+MAX_TEMPLATES = 4
 _templates: dict[str, Template] = {}
 
 

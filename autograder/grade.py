@@ -205,12 +205,21 @@ def run_in_workspace(
         cwd, extra = stack.enter_context(workspace(course, name, data, data_seed))
         env = kernel_env({**extra, **GRADING_ENV, "LAB_PROFILE": profile}, threads=limits.threads)
         judge = None
+        student_preload: tuple[str, ...] = ()
         if lab is not None and judged:
+            student_preload, judge_preload = preloads(lab, course)
             judge_cwd, judge_extra = stack.enter_context(
                 workspace(course, "judge.ipynb", b"{}", data_seed, judge=True)
             )
             judge = judge_spec(
-                lab, judged, judge_cwd, judge_extra, cwd.parent / "rpc", limits, profile, course
+                lab,
+                judged,
+                judge_cwd,
+                judge_extra,
+                cwd.parent / "rpc",
+                limits,
+                profile,
+                judge_preload,
             )
         sandbox = None
         if hidden is not None:
@@ -223,7 +232,7 @@ def run_in_workspace(
             kernel_log=cwd.parent / "kernel.log",
             judge=judge,
             sandbox=sandbox,
-            preload=preloads(lab, course)[0] if judge is not None else (),
+            preload=student_preload,
         )
         if keep_data is not None:
             shutil.copytree(extra["LAB_DATA"], keep_data)
@@ -261,12 +270,19 @@ def setup_cells(lab: Lab) -> list:
     return named or leading
 
 
-def _names(source: str) -> tuple[set[str], set[str]]:
-    """(names read, names bound) anywhere in ``source``; magics and shell lines ignored."""
+def _parse_cell(source: str) -> ast.Module | None:
+    """A code cell's syntax tree, magics and shell lines blanked; None when it does not parse."""
     lines = ["" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()]
     try:
-        tree = ast.parse("\n".join(lines))
+        return ast.parse("\n".join(lines))
     except SyntaxError:
+        return None
+
+
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """(names read, names bound) anywhere in ``source``; magics and shell lines ignored."""
+    tree = _parse_cell(source)
+    if tree is None:
         return set(), set()
     read, bound = set(), set()
     for node in ast.walk(tree):
@@ -333,14 +349,8 @@ def imported_modules(sources: Iterable[str], package: str = "") -> tuple[str, ..
     in ``package`` (left out without one); magics and shell lines are skipped."""
     found: list[str] = []
     for source in sources:
-        lines = [
-            "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
-        ]
-        try:
-            tree = ast.parse("\n".join(lines))
-        except SyntaxError:
-            continue
-        for node in tree.body:
+        tree = _parse_cell(source)
+        for node in tree.body if tree is not None else []:
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -388,6 +398,7 @@ def preloads(lab: Lab, course: Course) -> tuple[tuple[str, ...], tuple[str, ...]
     """
     provided = _provided_modules(course)
     queue = list(imported_modules(source_text(cell) for cell in setup_cells(lab)))
+    packages = {name.split(".")[0] for name in provided}
     outside: list[str] = []
     reached: list[str] = []
     while queue:
@@ -399,7 +410,7 @@ def preloads(lab: Lab, course: Course) -> tuple[tuple[str, ...], tuple[str, ...]
             source, package = provided[name]
             parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
             queue += [*parents, *imported_modules([source], package)]
-        elif name.split(".")[0] not in {n.split(".")[0] for n in provided}:
+        elif name.split(".")[0] not in packages:
             outside.append(name)  # a library (a name under a course package is not a module)
     later = [m for name in outside for m in IMPORTED_LATER.get(name, ()) if m not in outside]
     student = tuple(dict.fromkeys((*outside, *later, *KERNEL_MODULES)))
@@ -415,9 +426,10 @@ def judge_spec(
     rpc_dir: Path,
     limits: Limits,
     profile: str,
-    course: Course,
+    preload: tuple[str, ...] = (),
 ) -> JudgeSpec:
-    """The judge kernel of one submission: the lab's set-up cells, then the test cells."""
+    """The judge kernel of one submission: the lab's set-up cells, then the test cells
+    (forked from a template that imported ``preload``, the judge's list of ``preloads``)."""
     env = kernel_env(
         {
             **extra,
@@ -436,7 +448,7 @@ def judge_spec(
         env=env,
         cwd=cwd,
         lib=Path(extra["PYTHONPATH"]),
-        preload=preloads(lab, course)[1],
+        preload=preload,
     )
 
 
