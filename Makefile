@@ -24,10 +24,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Jupyter refuses to run as root (containers, Colab-like machines) unless told to.
+JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
 	-$(BIN)/python -m helpers data $(if $(FROM),--from $(FROM))
 	-$(BIN)/python -m helpers checkpoint
-	$(BIN)/jupyter lab lab1_pruning.ipynb lab3_quant_prune.ipynb
+	$(BIN)/jupyter lab lab1_pruning.ipynb lab3_quant_prune.ipynb $(JUPYTER_ROOT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
