@@ -4,7 +4,9 @@ process forked from a template that imported them already (``autograder.forking`
 For each lab, the student's and the judge's module lists (``autograder.grade.preloads``) are
 imported ``--repeats`` times by a fresh ``python -c``, and ``--repeats`` processes are forked
 from one template that imported them, each importing the same list again (a no-op there);
-both are timed from start to exit, threads fixed to 1. Prints medians and their ratio.
+both are timed from start to exit, threads fixed to 1. Prints medians, and the template's
+address space once it imported the list (``VmSize``: what a kernel starts with against the
+``--memory-mb`` cap).
 
     .venv/bin/python benchmarks/kernel_start.py
 """
@@ -44,6 +46,13 @@ def forked(template: forking.Template, modules: tuple[str, ...], env: dict, cwd:
     return time.perf_counter() - began
 
 
+def address_space_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labs", nargs="+", default=["lab1_pruning", "lab3_quant_prune"])
@@ -54,7 +63,8 @@ def main() -> None:
     course = Course()
     lib = REPO_ROOT / "helpers"
     print("kernel start: importing the lab's modules, fresh Python vs forked from a template")
-    print(f"{'lab':18} {'kernel':8} {'modules':>7} {'fresh s':>8} {'forked s':>9} {'saved s':>8}")
+    header = f"{'lab':18} {'kernel':8} {'modules':>7} {'fresh s':>8} {'forked s':>9}"
+    print(f"{header} {'saved s':>8} {'address space MiB':>18}")
     with tempfile.TemporaryDirectory() as scratch:
         (Path(scratch) / "lib").mkdir()
         judge_lib = Path(scratch) / "lib"
@@ -68,6 +78,7 @@ def main() -> None:
                 template = forking.Template(env, modules, judge_lib)
                 try:
                     forked(template, (), env, scratch)  # wait until it has imported them
+                    space = address_space_mib(template.pid)
                     times_fresh = [fresh(modules, env) for _ in range(args.repeats)]
                     times_forked = [
                         forked(template, modules, env, scratch) for _ in range(args.repeats)
@@ -75,7 +86,8 @@ def main() -> None:
                 finally:
                     template.close()
                 a, b = statistics.median(times_fresh), statistics.median(times_forked)
-                print(f"{name:18} {kernel:8} {len(modules):7d} {a:8.2f} {b:9.2f} {a - b:8.2f}")
+                row = f"{name:18} {kernel:8} {len(modules):7d} {a:8.2f} {b:9.2f}"
+                print(f"{row} {a - b:8.2f} {space:18.0f}")
     print(f"medians of {args.repeats}; command: {' '.join(sys.argv)}")
 
 
