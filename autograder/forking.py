@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import multiprocessing.util
 import os
 import select
 import shutil
@@ -211,6 +212,7 @@ class Template:
     def __init__(
         self, env: dict[str, str], preload: tuple[str, ...], lib: Path | None = None
     ) -> None:
+        self.owner = os.getpid()
         self.root = Path(tempfile.mkdtemp(prefix="autograder-template-"))
         for folder in ("home", "tmp"):
             (self.root / folder).mkdir()
@@ -321,6 +323,7 @@ def template_for(
     if template is None:
         while len(_templates) >= MAX_TEMPLATES:
             _templates.pop(next(iter(_templates))).close()
+        _close_at_exit()
         template = _templates[key] = Template(env, preload, lib)
     return template
 
@@ -328,7 +331,23 @@ def template_for(
 def close_all() -> None:
     """End every template this process started (at the end of a batch, and at exit)."""
     while _templates:
-        _templates.popitem()[1].close()
+        template = _templates.popitem()[1]
+        if template.owner == os.getpid():  # not a forked parent's (its own to close)
+            template.close()
+
+
+_closing_for: int | None = None
+
+
+def _close_at_exit() -> None:
+    """Have this process end its templates when it exits. A multiprocessing worker (the
+    grader's pool) leaves through ``os._exit``, which skips ``atexit`` but runs the
+    finalizers multiprocessing registers in that process: without one, its templates' folders
+    stayed behind."""
+    global _closing_for
+    if _closing_for != os.getpid():
+        _closing_for = os.getpid()
+        multiprocessing.util.Finalize(None, close_all, exitpriority=0)
 
 
 atexit.register(close_all)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -191,3 +192,24 @@ def test_a_batch_scores_the_same_forked_or_not(tmp_path, monkeypatch):
     assert len(started) == 2, "a student's and a judge's template (forking on), none with it off"
     assert all(t.process.poll() is not None for t in started), "a template outlived its batch"
     assert isolation["on"] == isolation["off"], "the forked student's kernel is isolated the same"
+
+
+def test_a_parallel_batch_leaves_no_template_folder_behind(tmp_path, monkeypatch):
+    # The pool's workers start their own templates and leave through os._exit (no atexit).
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for name in ("one", "two"):
+        nbformat.write(answered(), folder / f"{name}.ipynb")
+    settings = Settings(
+        course=Course(root=TOY_ROOT, release_dir=TOY_ROOT, student_files=()),
+        lab="toy",
+        limits=Limits(cell_timeout=60, notebook_timeout=300, threads=1),
+    )
+    monkeypatch.setenv("AUTOGRADER_FORK", "on")
+    scratch = Path(tempfile.gettempdir())
+    before = set(scratch.glob("autograder-template-*"))
+    batch = grade_batch([folder], tmp_path / "out", settings, jobs=2, progress=False, log=id)
+    assert sorted(r["student"] for r in batch.results) == ["one", "two"]
+    assert all(r["isolation"] for r in batch.results)
+    left = set(scratch.glob("autograder-template-*")) - before
+    assert not left, f"template folders left behind: {sorted(left)}"
