@@ -39,12 +39,16 @@ def run_lab(
     out_dir: Path,
     cell_timeout: float | None = None,
     progress: bool = True,
+    final_code: str | None = None,
 ) -> RunReport:
     """Run ``lab``'s source notebook under ``profile``; write ``out_dir/<lab>-<profile>.ipynb``
-    and its PNG figures under ``out_dir/<lab>-<profile>_files/``. Stops at the first error."""
+    and its PNG figures under ``out_dir/<lab>-<profile>_files/``. Stops at the first error.
+    ``final_code``, if given, runs last in the same kernel as one more cell (to read results)."""
     source = course.source_path(lab)
     course.load(lab)  # a clear error for unknown labs
     notebook = nbformat.read(source, as_version=4)
+    if final_code is not None:
+        notebook.cells.append(nbformat.v4.new_code_cell(final_code))
     env = {key: value for key, value in os.environ.items() if key != "NBGRADER_EXECUTION"}
     env["LAB_PROFILE"] = profile
     env.setdefault("MPLBACKEND", "Agg")

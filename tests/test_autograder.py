@@ -50,7 +50,7 @@ from autograder.notebooks import (
     restore,
 )
 from autograder.release import committed_matches, generate
-from autograder.run import extract_figures
+from autograder.run import extract_figures, run_lab
 
 FULL = {"toy_double": 3, "toy_square": 2, "toy_q_why": 0}
 LIMITS = Limits(cell_timeout=8, notebook_timeout=60, memory_mb=4096, threads=1)
@@ -595,6 +595,17 @@ def test_run_writes_the_executed_notebook(tmp_path, capsys):
     assert "setup done" in executed.cells[1].outputs[0]["text"]
     assert (tmp_path / "toy-smoke_files").is_dir()
     assert "wall time" in capsys.readouterr().out
+
+
+def test_run_lab_runs_final_code_last_in_the_same_kernel(tmp_path):
+    # benchmarks/lab_results.py reads a lab's figures this way.
+    report = run_lab(
+        toy_course(), "toy", "smoke", tmp_path, progress=False, final_code="print(double(21))"
+    )
+    assert report.failed is None, report.failure
+    executed = nbformat.read(report.notebook, as_version=4)
+    assert executed.cells[-1].outputs[0]["text"].strip() == "42"
+    assert len(executed.cells) == len(source_nb().cells) + 1
 
 
 def test_figures_are_extracted_as_png(tmp_path):
