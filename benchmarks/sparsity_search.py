@@ -1,0 +1,265 @@
+"""Search a smaller fine-grained allocation than Lab 1's reference ``sparsity_dict``.
+
+Lab 1 asks students to choose one sparsity per weight by hand, from the sensitivity scan and
+the parameter counts. This script makes that choice automatically and checks it by
+fine-tuning, to find how small the model can get at no lower accuracy:
+
+1. Sensitivity curves: every conv and linear weight is pruned alone to each sparsity of
+   ``--scan-sparsities`` and the model is evaluated on the lab's scan split (as the lab's
+   ``sensitivity_scan``). Pruning uses PyTorch's own magnitude mask
+   (``torch.nn.utils.prune.L1Unstructured``), not a student's function.
+2. Allocation (greedy, by parameter count): each curve is read as an accuracy drop per
+   sparsity (linear between scanned points, made non-decreasing); starting from nothing
+   pruned, the step of ``--step`` that costs the least predicted drop per weight removed is
+   taken, until the size on the course VGG reaches each of ``--targets`` (fraction of the
+   dense parameters kept, as ``sparse_model_size_ratio``). Large layers that tolerate
+   pruning go first, which is what the parameter-count plot of the lab suggests.
+3. Check: the reference ``sparsity_dict`` (the solution notebook's) and each allocation are
+   applied to the dense model and fine-tuned with the masks kept (``FineGrainedPruner`` +
+   ``fine_tune``, the lab's fine-tuning, ``--epochs`` epochs), and the test accuracy is
+   printed before and after. The last line names the smallest size whose accuracy after
+   fine-tuning ends within ``--tolerance`` points (default 0.1) of the dense model's.
+
+    .venv/bin/python benchmarks/sparsity_search.py --profile full            # on a GPU
+    .venv/bin/python benchmarks/sparsity_search.py --profile smoke           # check, seconds
+
+Every number depends on the checkpoint in ``LAB_DATA`` (``--data``); its training record is
+printed. Under ``smoke`` (synthetic data, small VGG) the figures are meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as a script from a fresh clone
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SOURCE = REPO_ROOT / "autograder" / "source" / "lab1_pruning" / "lab1_pruning.ipynb"
+REFERENCE_CELL = "lab1_sparsity_dict_solution"
+
+
+def reference_sparsity_dict() -> dict[str, float]:
+    """The ``sparsity_dict`` of Lab 1's solution notebook."""
+    notebook = json.loads(SOURCE.read_text())
+    for cell in notebook["cells"]:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == REFERENCE_CELL:
+            namespace: dict = {}
+            exec("".join(cell["source"]), namespace)  # a literal dict
+            return {k: float(v) for k, v in namespace["sparsity_dict"].items()}
+    raise SystemExit(f"{SOURCE}: no cell {REFERENCE_CELL!r}")
+
+
+def torch_magnitude_prune(weight, sparsity: float):
+    """PyTorch's L1 magnitude mask (1 = kept) for ``weight`` at ``sparsity``."""
+    import torch
+    from torch.nn.utils import prune
+
+    ones = torch.ones_like(weight)
+    if sparsity <= 0:
+        return ones
+    return prune.L1Unstructured(amount=float(sparsity)).compute_mask(weight, default_mask=ones)
+
+
+def drop_curves(
+    sparsities: list[float], accuracies: dict[str, list[float]], dense: float, grid: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Predicted accuracy drop (points) of each weight at each sparsity of ``grid``."""
+    xs = np.array([0.0, *sparsities])
+    curves = {}
+    for name, row in accuracies.items():
+        drop = np.interp(grid, xs, np.array([0.0, *(dense - a for a in row)]))
+        curves[name] = np.maximum.accumulate(np.clip(drop, 0.0, None))
+    return curves
+
+
+def greedy_allocations(
+    curves: dict[str, np.ndarray], grid: np.ndarray, counts: dict[str, int], targets: list[float]
+) -> dict[float, dict[str, float]]:
+    """For each target size fraction, the first allocation of the greedy path that meets it.
+
+    ``counts``: parameters per weight; the size counts every parameter of the model
+    (``total``), pruned weights keeping ``n - round(n * s)``.
+    """
+    total = counts["__total__"]
+    names = [n for n in curves if n in counts]
+    level = dict.fromkeys(names, 0)  # index into grid
+    found: dict[float, dict[str, float]] = {}
+
+    def size() -> float:
+        removed = sum(round(counts[n] * grid[level[n]]) for n in names)
+        return (total - removed) / total
+
+    for target in sorted(targets, reverse=True):
+        while size() > target:
+            best, best_cost = None, (np.inf, 0.0)
+            for n in names:
+                i = level[n]
+                if i + 1 >= len(grid):
+                    continue
+                removed = counts[n] * (grid[i + 1] - grid[i])
+                # least predicted drop per weight removed; on a tie, the larger step
+                cost = ((curves[n][i + 1] - curves[n][i]) / removed, -removed)
+                if cost < best_cost:
+                    best, best_cost = n, cost
+            if best is None:  # every weight at the largest scanned sparsity
+                break
+            level[best] += 1
+        if size() <= target:
+            found[target] = {n: round(float(grid[level[n]]), 4) for n in names}
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
+    parser.add_argument("--data", type=Path, default=None, help="LAB_DATA (default: data/)")
+    parser.add_argument(
+        "--scan-sparsities",
+        type=float,
+        nargs="+",
+        default=[0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95],
+    )
+    parser.add_argument("--step", type=float, default=0.05, help="sparsity step of the greedy")
+    parser.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.2, 0.175, 0.15, 0.125, 0.1],
+        help="size fractions of the course VGG to allocate for",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="default: the profile's")
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="default: profile's")
+    parser.add_argument("--tolerance", type=float, default=0.1, help="points below dense")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import os
+
+    if args.data is not None:
+        os.environ["LAB_DATA"] = str(args.data.resolve())
+
+    import torch
+    from lab_results import checkpoint_line, markdown
+
+    from helpers.checkpoints import load_dense_model
+    from helpers.data import get_dataloaders
+    from helpers.models import VGG
+    from helpers.profiles import VGG_ARCH, data_dir, get_device, get_profile
+    from helpers.pruning import (
+        FineGrainedPruner,
+        fine_tune,
+        sensitivity_scan,
+        sparse_model_size_ratio,
+    )
+    from helpers.train import evaluate
+
+    torch.manual_seed(args.seed)
+    profile = get_profile(args.profile)
+    device = get_device()
+    epochs = args.epochs if args.epochs is not None else profile.finetune_epochs
+    steps = args.steps_per_epoch or profile.finetune_steps_per_epoch
+    loaders = get_dataloaders(profile, device=device, seed=args.seed)
+    model = load_dense_model(profile, device=device)
+    began = time.perf_counter()
+    print(f"checkpoint: {checkpoint_line(data_dir().resolve(), profile.name)}")
+    print(
+        f"profile {profile.name}, device {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; fine-tuning {epochs} epoch(s) x "
+        f"{steps or 'all'} steps"
+    )
+
+    dense_accuracy = evaluate(model, loaders["test"], verbose=False)
+    scan_dense = evaluate(model, loaders["scan"], verbose=False)
+    sparsities, accuracies = sensitivity_scan(
+        model, loaders["scan"], torch_magnitude_prune, args.scan_sparsities, verbose=False
+    )
+    print(f"\n## Sensitivity (scan split, dense {scan_dense:.2f}%)\n")
+    print(
+        markdown(
+            [
+                {"weight": n, **{f"{s:.2f}": a for s, a in zip(sparsities, row, strict=True)}}
+                for n, row in accuracies.items()
+            ]
+        )
+    )
+
+    with torch.device("meta"):  # the course VGG's parameter counts, no memory
+        course_vgg = VGG(VGG_ARCH)
+    counts = {n: p.numel() for n, p in course_vgg.named_parameters() if n in accuracies}
+    counts["__total__"] = sum(p.numel() for p in course_vgg.parameters())
+    grid = np.round(np.arange(0.0, max(sparsities) + 1e-9, args.step), 4)
+    curves = drop_curves(sparsities, accuracies, scan_dense, grid)
+    candidates = {"reference (solution)": reference_sparsity_dict()}
+    for target, allocation in greedy_allocations(curves, grid, counts, args.targets).items():
+        candidates[f"greedy <= {target:.1%}"] = allocation
+
+    print("\n## Allocations (sparsity per weight)\n")
+    names = list(accuracies)
+    print(
+        markdown(
+            [{"weight": n, **{c: d.get(n, 0.0) for c, d in candidates.items()}} for n in names]
+        )
+    )
+
+    rows = []
+    for label, allocation in candidates.items():
+        sparse = copy.deepcopy(model)
+        pruner = FineGrainedPruner(sparse, allocation, torch_magnitude_prune)
+        before = evaluate(sparse, loaders["test"], verbose=False)
+        history = fine_tune(
+            sparse,
+            loaders["train"],
+            loaders["test"],
+            num_epochs=epochs,
+            steps_per_epoch=steps,
+            callbacks=[lambda sparse=sparse, pruner=pruner: pruner.apply(sparse)],
+            verbose=False,
+        )
+        predicted = sum(float(np.interp(s, grid, curves[n])) for n, s in allocation.items())
+        rows.append(
+            {
+                "allocation": label,
+                "size, course VGG (%)": 100 * sparse_model_size_ratio(course_vgg, allocation),
+                "predicted drop (points)": predicted,
+                "pruned (%)": before,
+                "fine-tuned (%)": history[-1],
+                "vs dense (points)": history[-1] - dense_accuracy,
+            }
+        )
+        print(
+            f"  {label}: {rows[-1]['size, course VGG (%)']:.1f}% -> {history[-1]:.2f}%", flush=True
+        )
+
+    print(f"\n## Fine-tuned with the masks kept (test split, dense {dense_accuracy:.2f}%)\n")
+    print(markdown(rows))
+    good = [r for r in rows if r["fine-tuned (%)"] >= dense_accuracy - args.tolerance]
+    if good:
+        best = min(good, key=lambda r: r["size, course VGG (%)"])
+        print(
+            f"\nsmallest size within {args.tolerance} points of dense after {epochs} epoch(s): "
+            f"{best['size, course VGG (%)']:.1f}% of the dense size ({best['allocation']}, "
+            f"{best['fine-tuned (%)']:.2f}% against {dense_accuracy:.2f}%)"
+        )
+    else:
+        print(
+            f"\nno allocation ended within {args.tolerance} points of dense ({dense_accuracy:.2f}%)"
+        )
+    print(f"wall time {time.perf_counter() - began:.0f} s")
+    command = "python benchmarks/sparsity_search.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+    print(f"Command: {command}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
