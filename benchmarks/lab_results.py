@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a fresh clone
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab_runtimes import LABS, cpu_name, weights_label  # noqa: E402
+from lab_runtimes import LABS, command_line, cpu_name, weights_label  # noqa: E402
 
 MARK = "LAB_RESULTS "
 
@@ -200,10 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             print(sensitivity_table(value))
         else:
             print(markdown(value))
-    command = "python benchmarks/lab_results.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
-    print(f"\nCommand: {command}")
+    print(f"\nCommand: {command_line(__file__, argv)}")
     return 0
 
 

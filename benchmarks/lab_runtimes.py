@@ -108,6 +108,12 @@ def run_once(lab: str, profile: str, env: dict[str, str], out: Path) -> tuple[fl
     return seconds, float(match.group(1)) if match else float("nan"), text
 
 
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How to rerun the benchmark ``script`` (its ``__file__``) with ``argv`` (None: sys.argv)."""
+    args = sys.argv[1:] if argv is None else argv
+    return f"python benchmarks/{Path(script).name} " + shlex.join(args)
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as file:
@@ -212,10 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_version()}; load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after (1-minute)."
     )
-    command = "python benchmarks/lab_runtimes.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
-    print(f"Command: {command}")
+    print(f"Command: {command_line(__file__, argv)}")
     return 0
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -43,19 +42,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a fresh clone
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SOURCE = REPO_ROOT / "autograder" / "source" / "lab1_pruning" / "lab1_pruning.ipynb"
 REFERENCE_CELL = "lab1_sparsity_dict_solution"
 
 
 def reference_sparsity_dict() -> dict[str, float]:
     """The ``sparsity_dict`` of Lab 1's solution notebook."""
-    notebook = json.loads(SOURCE.read_text())
+    from autograder.course import Course
+
+    source = Course().source_path("lab1_pruning")
+    notebook = json.loads(source.read_text())
     for cell in notebook["cells"]:
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == REFERENCE_CELL:
             namespace: dict = {}
             exec("".join(cell["source"]), namespace)  # a literal dict
             return {k: float(v) for k, v in namespace["sparsity_dict"].items()}
-    raise SystemExit(f"{SOURCE}: no cell {REFERENCE_CELL!r}")
+    raise SystemExit(f"{source}: no cell {REFERENCE_CELL!r}")
 
 
 def torch_magnitude_prune(weight, sparsity: float):
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from lab_results import checkpoint_line, markdown
+    from lab_runtimes import command_line
 
     from helpers.checkpoints import load_dense_model
     from helpers.data import get_dataloaders
@@ -254,10 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\nno allocation ended within {args.tolerance} points of dense ({dense_accuracy:.2f}%)"
         )
     print(f"wall time {time.perf_counter() - began:.0f} s")
-    command = "python benchmarks/sparsity_search.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
-    print(f"Command: {command}")
+    print(f"Command: {command_line(__file__, argv)}")
     return 0
 
 
