@@ -132,6 +132,27 @@ def results_of(notebook_path: Path) -> dict:
     raise SystemExit(f"{notebook_path}: the last cell printed no results")
 
 
+def solution_namespace(lab: str, grade_ids: list[str], namespace: dict | None = None) -> dict:
+    """``namespace`` after running the solution notebook's cells ``grade_ids`` in that order.
+
+    For scripts that need a lab's reference functions or values without running the whole
+    notebook; the cells' imports must be given in ``namespace``.
+    """
+    from autograder.course import Course
+
+    source = Course().source_path(lab)
+    cells = {
+        cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"): "".join(cell["source"])
+        for cell in json.loads(source.read_text())["cells"]
+    }
+    namespace = {} if namespace is None else namespace
+    for grade_id in grade_ids:
+        if grade_id not in cells:
+            raise SystemExit(f"{source}: no cell {grade_id!r}")
+        exec(compile(cells[grade_id], f"{source.name}:{grade_id}", "exec"), namespace)
+    return namespace
+
+
 def checkpoint_line(data: Path, profile: str) -> str:
     if profile == "smoke":
         return "small VGG on synthetic data (smoke): every figure is meaningless"

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -47,16 +46,10 @@ REFERENCE_CELL = "lab1_sparsity_dict_solution"
 
 def reference_sparsity_dict() -> dict[str, float]:
     """The ``sparsity_dict`` of Lab 1's solution notebook."""
-    from autograder.course import Course
+    from lab_results import solution_namespace
 
-    source = Course().source_path("lab1_pruning")
-    notebook = json.loads(source.read_text())
-    for cell in notebook["cells"]:
-        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == REFERENCE_CELL:
-            namespace: dict = {}
-            exec("".join(cell["source"]), namespace)  # a literal dict
-            return {k: float(v) for k, v in namespace["sparsity_dict"].items()}
-    raise SystemExit(f"{source}: no cell {REFERENCE_CELL!r}")
+    namespace = solution_namespace("lab1_pruning", [REFERENCE_CELL])  # a literal dict
+    return {k: float(v) for k, v in namespace["sparsity_dict"].items()}
 
 
 def torch_magnitude_prune(weight, sparsity: float):
