@@ -19,7 +19,7 @@ before and after BN recalibration, and the output distortion of the lab
 (``||logits - dense logits|| / ||dense logits||`` on one test batch).
 
     .venv/bin/python benchmarks/channel_sorting.py --profile quick --data DIR   # minutes, CPU
-    .venv/bin/python benchmarks/channel_sorting.py --profile smoke              # check, seconds
+    .venv/bin/python benchmarks/channel_sorting.py --profile smoke              # check (about 2 min)
 
 Every accuracy depends on the checkpoint in ``LAB_DATA`` (``--data``); its training record is
 printed. Under ``smoke`` (synthetic data, small VGG) the figures are meaningless.
