@@ -278,6 +278,18 @@ def _load_partial(path: Path, config: dict[str, Any], verbose: bool) -> dict[str
     return state
 
 
+def dense_config(recipe: DenseRecipe, profile: Profile, seed: int) -> dict[str, Any]:
+    """The settings ``train_dense`` records in its checkpoint's ``meta["recipe"]`` (and checks
+    before resuming): the recipe, the profile's data and architecture, and the seed."""
+    return {
+        **asdict(recipe),
+        "profile": profile.name,
+        "dataset": profile.dataset,
+        "arch": list(profile.arch),
+        "seed": seed,
+    }
+
+
 def train_dense(
     profile: Profile | str | None = None,
     *,
@@ -327,13 +339,7 @@ def train_dense(
         label_smoothing=label_smoothing,
         peak_fraction=peak_fraction,
     )
-    config = {
-        **asdict(recipe),
-        "profile": profile.name,
-        "dataset": profile.dataset,
-        "arch": list(profile.arch),
-        "seed": seed,
-    }
+    config = dense_config(recipe, profile, seed)
     if verbose and device.type == "cpu" and profile.dataset != "synthetic":
         print(
             f"training the dense VGG on the CPU: expect hours for {epochs} epochs (a GPU: minutes)"
@@ -413,6 +419,7 @@ def train_dense(
         recipe=config,
         history=history,
         wall_s=wall_s,
+        device=str(device),
         torch_version=str(torch.__version__),
     )
     partial.unlink(missing_ok=True)
