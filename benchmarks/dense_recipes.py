@@ -35,7 +35,7 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -117,13 +117,7 @@ def run_recipes(
                     print(f"\n== {name} (seed {seed}): {RECIPES[name]}; {recipe}", flush=True)
                 train_dense(
                     profile,
-                    epochs=recipe.epochs,
-                    lr=recipe.lr,
-                    momentum=recipe.momentum,
-                    weight_decay=recipe.weight_decay,
-                    batch_size=recipe.batch_size,
-                    label_smoothing=recipe.label_smoothing,
-                    peak_fraction=recipe.peak_fraction,
+                    **asdict(recipe),  # DenseRecipe's fields are train_dense's settings
                     out=path,
                     seed=seed,
                     device=device,

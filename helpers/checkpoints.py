@@ -267,13 +267,7 @@ def _smoke_model(profile: Profile) -> VGG:
     building = path.with_name(f"{path.name}.{os.getpid()}.building")
     result = train_dense(
         profile,
-        epochs=SMOKE_RECIPE.epochs,
-        lr=SMOKE_RECIPE.lr,
-        momentum=SMOKE_RECIPE.momentum,
-        weight_decay=SMOKE_RECIPE.weight_decay,
-        batch_size=SMOKE_RECIPE.batch_size,
-        label_smoothing=SMOKE_RECIPE.label_smoothing,
-        peak_fraction=SMOKE_RECIPE.peak_fraction,
+        **asdict(SMOKE_RECIPE),
         out=building,
         resume=False,
         seed=0,
