@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,13 +293,13 @@ def dense_config(recipe: DenseRecipe, profile: Profile, seed: int) -> dict[str, 
 def train_dense(
     profile: Profile | str | None = None,
     *,
-    epochs: int = COURSE_RECIPE.epochs,
-    lr: float = COURSE_RECIPE.lr,
-    momentum: float = COURSE_RECIPE.momentum,
-    weight_decay: float = COURSE_RECIPE.weight_decay,
-    batch_size: int = COURSE_RECIPE.batch_size,
-    label_smoothing: float = COURSE_RECIPE.label_smoothing,
-    peak_fraction: float = COURSE_RECIPE.peak_fraction,
+    epochs: int | None = None,
+    lr: float | None = None,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
+    batch_size: int | None = None,
+    label_smoothing: float | None = None,
+    peak_fraction: float | None = None,
     out: str | Path | None = None,
     resume: bool = True,
     seed: int = 0,
@@ -308,6 +308,9 @@ def train_dense(
     verbose: bool = True,
 ) -> DenseResult:
     """Train the profile's VGG from scratch with the course recipe and save it (MIT layout).
+
+    Every recipe setting left ``None`` takes the profile's recipe (``default_recipe``: the
+    course recipe, or under smoke the short ``SMOKE_RECIPE``), as the command line does.
 
     The learning rate rises linearly from 0 to ``lr`` over the first ``peak_fraction`` of the
     steps and falls linearly back to 0 (stepped every batch). Training uses the profile's
@@ -330,14 +333,18 @@ def train_dense(
     device = torch.device(device) if device is not None else get_device()
     out = Path(out) if out is not None else default_dense_path(profile)
     partial = partial_path(out)
-    recipe = DenseRecipe(
-        epochs=epochs,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        label_smoothing=label_smoothing,
-        peak_fraction=peak_fraction,
+    given = {
+        "epochs": epochs,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "batch_size": batch_size,
+        "label_smoothing": label_smoothing,
+        "peak_fraction": peak_fraction,
+    }
+    recipe = replace(default_recipe(profile), **{k: v for k, v in given.items() if v is not None})
+    epochs, lr, momentum, weight_decay, batch_size, label_smoothing, peak_fraction = (
+        getattr(recipe, k) for k in given
     )
     config = dense_config(recipe, profile, seed)
     if verbose and device.type == "cpu" and profile.dataset != "synthetic":

@@ -287,6 +287,24 @@ def test_train_dense_writes_a_checkpoint_that_loads(data, tmp_path):
     )
 
 
+def test_train_dense_defaults_to_the_profiles_recipe(data, tmp_path):
+    """Left out, do the settings come from the profile's recipe (smoke or course), as in the CLI?"""
+    smoke = train_dense(
+        TINY_PROFILE, out=tmp_path / "s.pth", dataloaders=loaders(data), verbose=False
+    )
+    recorded = load_checkpoint(VGG(TINY_ARCH), smoke.path)["recipe"]
+    assert {k: recorded[k] for k in dataclasses.asdict(helpers.train.SMOKE_RECIPE)} == (
+        dataclasses.asdict(helpers.train.SMOKE_RECIPE)
+    )
+    on_cifar = dataclasses.replace(TINY_PROFILE, name="tiny-cifar", dataset="cifar10")
+    course = train_dense(
+        on_cifar, epochs=1, out=tmp_path / "c.pth", dataloaders=loaders(data), verbose=False
+    )
+    recorded = load_checkpoint(VGG(TINY_ARCH), course.path)["recipe"]
+    expected = {**dataclasses.asdict(helpers.train.COURSE_RECIPE), "epochs": 1}
+    assert {k: recorded[k] for k in expected} == expected  # lr 0.4, batch 512, ...
+
+
 def test_train_dense_resumes_after_an_interruption(data, tmp_path, monkeypatch):
     """Killed during epoch 2, does a rerun continue from epoch 1 and end bit-identical?"""
     uninterrupted = run_dense(data, tmp_path / "a.pth").model
