@@ -22,7 +22,7 @@ same device type reuses it instead of training again, and an interrupted run res
 
     .venv/bin/python benchmarks/dense_recipes.py --profile full                 # a GPU: 4 x 20 epochs
     .venv/bin/python benchmarks/dense_recipes.py --profile full --epochs 1 \\
-        --recipes course small-batch --data DIR                                  # the CPU: 70 min
+        --recipes course small-batch --data DIR                                  # 2 CPU cores: 83 min
     .venv/bin/python benchmarks/dense_recipes.py --profile smoke                # check, seconds
 
 Differences within a few tenths of a point are within the run-to-run noise of one seed; give
