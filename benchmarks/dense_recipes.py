@@ -110,7 +110,8 @@ def run_recipes(
         for name in names:  # recipes in turns within a seed: a load change hits them alike
             recipe = recipe_for(name, base, epochs)
             path = checkpoint_path(out_dir, profile.name, name, epochs, seed)
-            meta = finished_run(path, dense_config(recipe, profile, seed), device.type)
+            config = dense_config(recipe, profile, seed)
+            meta = finished_run(path, config, device.type)
             reused = meta is not None
             if meta is None:
                 if verbose:
@@ -123,7 +124,7 @@ def run_recipes(
                     device=device,
                     verbose=verbose,
                 )
-                meta = finished_run(path, dense_config(recipe, profile, seed), device.type)
+                meta = finished_run(path, config, device.type)
                 if meta is None:
                     raise RuntimeError(f"{path} was not written as expected")
             history = [h["test_accuracy"] for h in meta["history"]]
