@@ -26,7 +26,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.checkpoints import DENSE_CHECKPOINT, CheckpointError, save_atomic, save_checkpoint
+from helpers.checkpoints import (
+    DENSE_CHECKPOINT,
+    CheckpointError,
+    read_checkpoint,
+    save_atomic,
+    save_checkpoint,
+)
 from helpers.models import VGG
 from helpers.profiles import Profile, data_dir, get_device, get_profile, module_device
 
@@ -451,6 +457,21 @@ def _set_loader_epoch(loader: Any, epoch: int) -> None:
         loader.epoch = epoch
 
 
+def _describe_checkpoint(path: Path) -> str:
+    """A few words on a checkpoint file: how it was trained, if it says."""
+    try:
+        meta = read_checkpoint(path).get("meta") or {}
+    except CheckpointError:
+        return "not a readable checkpoint"
+    if "test_accuracy" in meta and "recipe" in meta:
+        recipe = meta["recipe"]
+        return (
+            f"trained here: {recipe.get('epochs')} epochs, test accuracy "
+            f"{float(meta['test_accuracy']):.2f}% on {meta.get('device', '?')}"
+        )
+    return "not trained by train-dense, perhaps the MIT file"
+
+
 def train_dense_cli(argv: Sequence[str] | None = None) -> int:
     """``python -m helpers train-dense``: train the dense VGG; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -475,6 +496,9 @@ def train_dense_cli(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cuda, cpu, ... (default: the best available)")
     parser.add_argument("--no-resume", action="store_true", help="ignore <out>.partial")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a checkpoint already at the output path"
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
 
     from helpers.data import DataError
@@ -485,20 +509,22 @@ def train_dense_cli(argv: Sequence[str] | None = None) -> int:
     except ProfileError as error:
         print(error, file=sys.stderr)
         return 2
-    recipe = default_recipe(profile)
+    out = args.out if args.out is not None else default_dense_path(profile)
+    if out.exists() and not args.overwrite:
+        print(
+            f"{out} exists already ({_describe_checkpoint(out)}); training would replace it. "
+            "Give --out PATH to keep both, or --overwrite to replace it.",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        train_dense(
+        train_dense(  # flags left out are None: train_dense takes them from the profile's recipe
             profile,
-            epochs=args.epochs if args.epochs is not None else recipe.epochs,
-            lr=args.lr if args.lr is not None else recipe.lr,
-            batch_size=args.batch_size if args.batch_size is not None else recipe.batch_size,
-            label_smoothing=(
-                args.label_smoothing if args.label_smoothing is not None else recipe.label_smoothing
-            ),
-            momentum=recipe.momentum,
-            weight_decay=recipe.weight_decay,
-            peak_fraction=recipe.peak_fraction,
-            out=args.out,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            label_smoothing=args.label_smoothing,
+            out=out,
             resume=not args.no_resume,
             seed=args.seed,
             device=args.device,

@@ -32,12 +32,7 @@ from helpers.train import evaluate
 TINY_ARCH = (8, "M", 16, "M")
 
 
-@pytest.fixture(autouse=True)
-def lab_data(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own empty LAB_DATA, never the repository's data/ folder."""
-    root = tmp_path / "data"
-    monkeypatch.setenv("LAB_DATA", str(root))
-    return root
+pytestmark = pytest.mark.usefixtures("lab_data")  # its own LAB_DATA, the CPU (conftest)
 
 
 def randomised(model: nn.Module, seed: int = 0) -> nn.Module:

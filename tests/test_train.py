@@ -4,7 +4,6 @@ resume the dense recipe after an interruption?"""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +13,12 @@ from torch.utils.data import DataLoader, TensorDataset
 import helpers.checkpoints
 import helpers.data
 import helpers.train
-from helpers.checkpoints import load_checkpoint
+from helpers.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from helpers.data import DeviceLoader, make_synthetic
 from helpers.models import VGG
 from helpers.profiles import SMALL_VGG_ARCH, get_profile
 from helpers.train import (
+    SMOKE_RECIPE,
     TriangularLR,
     evaluate,
     make_finetune_setup,
@@ -33,13 +33,7 @@ TINY_ARCH = (8, "M", 16, "M", 16, "M")
 TINY_PROFILE = dataclasses.replace(get_profile("smoke"), name="tiny-test", arch=TINY_ARCH)
 
 
-@pytest.fixture(autouse=True)
-def lab_data(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own empty LAB_DATA and the CPU, never the real data/ folder."""
-    root = tmp_path / "data"
-    monkeypatch.setenv("LAB_DATA", str(root))
-    monkeypatch.setenv("LAB_DEVICE", "cpu")
-    return root
+pytestmark = pytest.mark.usefixtures("lab_data")  # its own LAB_DATA, the CPU (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -384,17 +378,30 @@ def test_cli_passes_the_recipe_and_profile(monkeypatch, tmp_path):
     assert seen["batch_size"] == 256 and seen["label_smoothing"] == 0.1
     assert seen["out"] == tmp_path / "x.pth" and seen["resume"] is False and seen["seed"] == 4
     seen.clear()
-    assert train_dense_cli(["--profile", "full"]) == 0
-    assert (seen["epochs"], seen["lr"], seen["batch_size"]) == (20, 0.4, 512)
-    assert seen["momentum"] == 0.9 and seen["weight_decay"] == 5e-4
-    seen.clear()
-    assert train_dense_cli(["--profile", "smoke"]) == 0
-    recipe = helpers.train.SMOKE_RECIPE
-    assert (seen["epochs"], seen["lr"], seen["batch_size"]) == (
-        recipe.epochs,
-        recipe.lr,
-        recipe.batch_size,
-    )
+    assert train_dense_cli(["--profile", "full", "--out", str(tmp_path / "y.pth")]) == 0
+    left_out = ("epochs", "lr", "batch_size", "label_smoothing")
+    assert all(seen[k] is None for k in left_out)  # train_dense takes the profile's recipe
+
+
+def test_cli_keeps_a_checkpoint_already_there(monkeypatch, lab_data, capsys):
+    """Does train-dense refuse to replace a checkpoint (say the downloaded MIT file), leave it
+    byte for byte, say how to keep both, and replace it only with --overwrite?"""
+    calls = []
+    monkeypatch.setattr(helpers.train, "train_dense", lambda profile, **kw: calls.append(kw))
+    path = helpers.train.default_dense_path(get_profile("full"))
+    path.parent.mkdir(parents=True)
+    save_checkpoint(VGG(TINY_ARCH), path)  # no training record, as in the MIT file
+    before = path.read_bytes()
+    assert train_dense_cli(["--profile", "full"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "--overwrite" in err and "--out" in err
+    assert "not trained by train-dense" in err
+    assert not calls and path.read_bytes() == before
+    assert train_dense_cli(["--profile", "full", "--overwrite"]) == 0
+    assert calls and calls[0]["out"] == path
+    path.write_bytes(b"<html>not a checkpoint</html>")
+    assert train_dense_cli(["--profile", "full"]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
 
 
 def test_cli_without_cifar_explains_how_to_get_it(capsys):
@@ -418,3 +425,7 @@ def test_cli_smoke_trains_for_real(monkeypatch, lab_data, capsys):
     path = helpers.train.default_dense_path(get_profile("smoke"))
     assert path.parent == lab_data
     load_checkpoint(VGG(SMALL_VGG_ARCH), path)
+    recipe = read_checkpoint(path)["meta"]["recipe"]
+    assert recipe == helpers.train.dense_config(SMOKE_RECIPE, get_profile("smoke"), 0)
+    assert train_dense_cli(["--profile", "smoke"]) == 2  # a second run keeps the first
+    assert f"trained here: {SMOKE_RECIPE.epochs} epochs" in capsys.readouterr().err
