@@ -415,9 +415,10 @@ def _base_allowed() -> tuple:
     try:
         import numpy
 
-        extra += [numpy.ndarray, numpy.dtype, numpy.core.multiarray._reconstruct]
+        core = getattr(numpy, "_core", None) or numpy.core  # numpy 2 renamed it; 1.x: core
+        extra += [numpy.ndarray, numpy.dtype, core.multiarray._reconstruct]
         extra += [type(numpy.dtype(t)) for t in ("float32", "float64", "int64", "int32", "bool")]
-        extra += [numpy.core.multiarray.scalar]
+        extra += [core.multiarray.scalar]
     except (ImportError, AttributeError):
         pass
     return tuple(_module_classes() + extra)
