@@ -31,12 +31,13 @@ be rerun on it.
     # device tool: carry ["gpu_kit"], timeout_s 600:
     python3 benchmarks/gpu_session.py run --budget 560 --out "$OUT"
     .venv/bin/python benchmarks/gpu_session.py fetch /path/to/files_at
-    .venv/bin/python benchmarks/gpu_session.py simulate      # check it here: smoke, 4 min
+    .venv/bin/python benchmarks/gpu_session.py simulate      # check it here: smoke, 6 min
 
 Steps, most needed first: environment, data, train-dense (course recipe, 20 epochs),
 lab1 (``lab_results.py``, the ``full`` tables and runtime), lab3, loader
 (``loader_throughput.py``), sparsity-search, channel-sorting, dense-recipes (the course run is
-the ``train-dense`` checkpoint, reused). ``--steps`` picks some.
+the ``train-dense`` checkpoint, reused), runtimes-quick (``lab_runtimes.py``: both labs
+under ``quick``, once). ``--steps`` picks some.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 KIT = REPO_ROOT / "gpu_kit"
 ARCHIVE_NAME = "cifar10-jpg.tar.gz"
-ARCHIVE_SOURCES = (REPO_ROOT.parent / "shared" / "data" / ARCHIVE_NAME,)
+ARCHIVE_SOURCES = (  # the course machines' copy (data/README.md), beside the checkout or fixed
+    REPO_ROOT.parent / "shared" / "data" / ARCHIVE_NAME,
+    Path("/work/shared/data") / ARCHIVE_NAME,
+)
 SITE = Path("/tmp/site")
 PART_BYTES = 15 * 2**20
 PACK_RESERVE_S = 20.0  # kept back from the budget to write --out after the last step
@@ -436,7 +440,8 @@ def probe() -> int:
     return 0
 
 
-def session_steps(profile: str, kit: Path, python: str) -> list[Step]:
+def session_steps(profile: str, kit: Path, python: str, work: Path) -> list[Step]:
+    """The session's steps, most needed first; their own outputs go under ``work``."""
     from dense_recipes import checkpoint_path
 
     from helpers.profiles import data_dir, get_profile
@@ -464,7 +469,7 @@ def session_steps(profile: str, kit: Path, python: str) -> list[Step]:
     def seed_course_run() -> None:
         """dense_recipes reuses the train-dense checkpoint as its course run (same settings)."""
         target = checkpoint_path(
-            REPO_ROOT / "runs" / "dense_recipes",
+            work / "dense_recipes",
             prof.name,
             "course",
             default_recipe(prof).epochs,
@@ -476,9 +481,11 @@ def session_steps(profile: str, kit: Path, python: str) -> list[Step]:
 
     def lab(name: str) -> Step:
         argv = [python, "benchmarks/lab_results.py", "--lab", name, "--profile", profile]
+        argv += ["--out", str(work / "notebooks")]
         return Step(name.split("_")[0], argv, 60, needs_checkpoint)
 
     loader_args = ["--images", "500", "--pipeline-images", "1000"] if profile == "smoke" else []
+    quick = "smoke" if profile == "smoke" else "quick"
     return [
         Step("environment", [python, "benchmarks/gpu_session.py", "probe"], 10),
         Step(
@@ -511,9 +518,16 @@ def session_steps(profile: str, kit: Path, python: str) -> list[Step]:
         ),
         Step(
             "dense-recipes",
-            [python, "benchmarks/dense_recipes.py", "--profile", profile],
+            [python, "benchmarks/dense_recipes.py", "--profile", profile]
+            + ["--out-dir", str(work / "dense_recipes")],
             60,
             before=seed_course_run,
+        ),
+        Step(
+            "runtimes-quick",
+            [python, "benchmarks/lab_runtimes.py", "--profiles", quick, "--repeats", "1"],
+            60,
+            needs_checkpoint,
         ),
     ]
 
@@ -554,7 +568,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = default_dense_path(get_profile(args.profile))
     work = args.work or REPO_ROOT / "runs" / "gpu_session" / args.profile
     out = args.out or work / "out"
-    steps = session_steps(args.profile, args.kit, sys.executable)
+    steps = session_steps(args.profile, args.kit, sys.executable, work)
     if args.steps:
         unknown = sorted(set(args.steps) - {s.name for s in steps})
         if unknown:
@@ -566,7 +580,7 @@ def run(args: argparse.Namespace) -> int:
         f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n\n" + "\n".join(lines)
     )
     notebooks = [
-        REPO_ROOT / "runs" / f"{lab}-{args.profile}{suffix}"
+        work / "notebooks" / f"{lab}-{args.profile}{suffix}"
         for lab in ("lab1_pruning", "lab3_quant_prune")
         for suffix in (".ipynb", "_files")
     ]
@@ -616,8 +630,11 @@ def image_venv(folder: Path) -> Path:
 
 
 def simulate(args: argparse.Namespace) -> int:
-    """``run`` in a venv with the GPU image's packages only, with a kit for this Python."""
+    """``run`` in a venv with the GPU image's packages only, with a kit for this Python, from
+    nothing (no cache, checkpoint or earlier step kept: as on a bare GPU machine)."""
     folder = args.folder
+    for made in ("data", "work", "out", "site"):  # a bare machine each time; the kit is kept
+        shutil.rmtree(folder / made, ignore_errors=True)
     python = image_venv(folder / "venv")
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     code = make_kit(folder / "kit", args.archive, version)

@@ -209,10 +209,9 @@ def test_session_steps_skip_what_is_there_and_reuse_the_course_run(tmp_path, lab
     """Are the steps in the documented order; is the data step satisfied by a cache and
     train-dense by a checkpoint; do the labs wait for a checkpoint; and does dense-recipes
     get the train-dense checkpoint as a course run it accepts (same settings, no retraining)?"""
-    monkeypatch.setattr(gpu_session, "REPO_ROOT", tmp_path)
     smoke = get_profile("smoke")
     kit = tmp_path / "kit"
-    names = [s.name for s in session_steps("smoke", kit, PY)]
+    names = [s.name for s in session_steps("smoke", kit, PY, tmp_path / "work")]
     assert names == [
         "environment",
         "data",
@@ -223,8 +222,9 @@ def test_session_steps_skip_what_is_there_and_reuse_the_course_run(tmp_path, lab
         "sparsity-search",
         "channel-sorting",
         "dense-recipes",
+        "runtimes-quick",
     ]
-    steps = {s.name: s for s in session_steps("smoke", kit, PY)}
+    steps = {s.name: s for s in session_steps("smoke", kit, PY, tmp_path / "work")}
     assert steps["data"].ready() == f"no {kit / 'cifar10-jpg.tar.gz'}"
     assert steps["train-dense"].satisfied() is None
     assert "no trained checkpoint" in steps["lab1"].ready()
@@ -239,7 +239,7 @@ def test_session_steps_skip_what_is_there_and_reuse_the_course_run(tmp_path, lab
 
     steps["dense-recipes"].before()
     epochs = default_recipe(smoke).epochs
-    copied = tmp_path / "runs" / "dense_recipes" / f"smoke-course-{epochs}ep-seed0.pth"
+    copied = tmp_path / "work" / "dense_recipes" / f"smoke-course-{epochs}ep-seed0.pth"
     config = dense_config(recipe_for("course", default_recipe(smoke), epochs), smoke, 0)
     assert finished_run(copied, config, "cpu") is not None
     assert copied.read_bytes() == default_dense_path(smoke).read_bytes()
