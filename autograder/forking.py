@@ -202,6 +202,60 @@ class ForkedProcess:
             os.close(self._fd)
 
 
+OWNER_FILE = ".autograder-owner"
+
+
+def _process_state(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) from ``/proc``, or None where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], fields[19]  # the stat file's fields 3 and 22
+
+
+def owned_tempdir(prefix: str) -> Path:
+    """A new temporary folder (``mkdtemp``) that records this process as its owner, so that
+    ``sweep_stale`` can tell when it was left behind by a grader that was killed."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    state = _process_state(os.getpid())
+    (root / OWNER_FILE).write_text(f"{os.getpid()} {state[1] if state else '-'}")
+    return root
+
+
+def _owner_alive(record: str) -> bool:
+    pid_text, started = record.split()
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    state = _process_state(pid)
+    if state is None:
+        return True
+    return state[0] != "Z" and started in ("-", state[1])  # not a zombie, not a reused pid
+
+
+def sweep_stale(folder: Path | None = None) -> list[Path]:
+    """Remove the ``autograder-*`` temporary folders whose owning process is gone (a grader
+    killed with SIGKILL cannot clean up after itself). Folders of live processes, and any
+    folder without an owner record, are left alone. Returns the folders removed."""
+    removed = []
+    for path in sorted(Path(folder or tempfile.gettempdir()).glob("autograder-*")):
+        if path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            stale = not _owner_alive((path / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class Template:
     """One template Python (see the module doc); ``fork`` is thread-safe.
 
@@ -213,7 +267,7 @@ class Template:
         self, env: dict[str, str], preload: tuple[str, ...], lib: Path | None = None
     ) -> None:
         self.owner = os.getpid()
-        self.root = Path(tempfile.mkdtemp(prefix="autograder-template-"))
+        self.root = owned_tempdir("autograder-template-")
         for folder in ("home", "tmp"):
             (self.root / folder).mkdir()
         own_env = stable_env(env)

@@ -149,7 +149,7 @@ def workspace(
     judge's requests to the student's kernel go. ``judge``: the judge's own folder, which
     also holds the judge's runtime (``autograder_judge`` on its ``PYTHONPATH``).
     """
-    root = Path(tempfile.mkdtemp(prefix="autograder-judge-" if judge else "autograder-"))
+    root = forking.owned_tempdir("autograder-judge-" if judge else "autograder-")
     try:
         work, lib, data_dir = root / "work", root / "lib", root / "data"
         for folder in (work, lib, root / "home", root / "tmp", root / "rpc"):
@@ -947,6 +947,9 @@ def grade_batch(
     lab_sha = lab_fingerprint(lab)
     out.mkdir(parents=True, exist_ok=True)
     batch = BatchReport()
+    stale = forking.sweep_stale()
+    if stale:
+        log(f"removed {len(stale)} temporary folder(s) left by a grader that was killed")
     with tempfile.TemporaryDirectory(prefix="autograder-inputs-") as scratch:
         found = discover(inputs, lab.name, Path(scratch))
         kept, batch.ignored = newest_per_student(found)

@@ -213,3 +213,65 @@ def test_a_parallel_batch_leaves_no_template_folder_behind(tmp_path, monkeypatch
     assert all(r["isolation"] for r in batch.results)
     left = set(scratch.glob("autograder-template-*")) - before
     assert not left, f"template folders left behind: {sorted(left)}"
+
+
+def test_folders_of_a_killed_grader_are_swept_and_live_ones_kept(tmp_path, monkeypatch):
+    """A grader killed with SIGKILL cannot clean up: does the next sweep remove its template
+    and submission folders, while keeping a live process's and an unmarked folder, and
+    catching an owner record whose pid now belongs to another process?"""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, time\n"
+        "from autograder import forking\n"
+        "t = forking.Template(dict(os.environ), ())\n"
+        "print(t.root, forking.owned_tempdir('autograder-'), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    grader = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )
+    left = [Path(p) for p in grader.stdout.readline().split()]
+    grader.kill()
+    grader.wait(timeout=30)
+    grader.stdout.close()
+    assert len(left) == 2 and all(p.parent == tmp_path and p.is_dir() for p in left)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    live = forking.owned_tempdir("autograder-")  # this process's: alive
+    unmarked = tmp_path / "autograder-unmarked"
+    unmarked.mkdir()
+    reused = tmp_path / "autograder-reused"
+    reused.mkdir()
+    started = forking._process_state(os.getpid())[1]
+    (reused / forking.OWNER_FILE).write_text(f"{os.getpid()} {int(started) + 1}")
+
+    assert sorted(forking.sweep_stale()) == sorted([*left, reused])
+    assert not any(p.exists() for p in [*left, reused])
+    assert live.is_dir() and unmarked.is_dir()
+    assert forking.sweep_stale() == []
+
+
+def test_grading_starts_with_a_sweep(tmp_path, monkeypatch):
+    """Does a batch remove what a killed grader left, and say so?"""
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = forking.owned_tempdir("autograder-")
+    (stale / forking.OWNER_FILE).write_text(f"{dead.pid} -")
+    (tmp_path / "submissions").mkdir()
+    settings = Settings(
+        course=Course(root=TOY_ROOT, release_dir=TOY_ROOT, student_files=()), lab="toy"
+    )
+    lines = []
+    grade_batch(
+        [tmp_path / "submissions"], tmp_path / "out", settings, progress=False, log=lines.append
+    )
+    assert not stale.exists()
+    assert "removed 1 temporary folder(s) left by a grader that was killed" in lines
