@@ -74,17 +74,22 @@ def test_only_missing_distributions_are_installed(tmp_path):
     ]
 
 
+def with_a_child(pid_file: Path) -> str:
+    """Code for a step that starts a child, writes the child's pid to ``pid_file``, sleeps."""
+    return (
+        "import subprocess, sys, time; "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(120)"
+    )
+
+
 def test_steps_run_in_order_within_the_budget(tmp_path, monkeypatch):
     """Exit codes, a timeout that stops the step's whole process group, budget and readiness
     skips, a satisfied step not run, packing after every step, and a second call that skips
     what finished but reruns what failed."""
     monkeypatch.setattr(gpu_session, "PACK_RESERVE_S", 0.0)
     pid_file = tmp_path / "child.pid"
-    spawn = (
-        "import subprocess, sys, time; "
-        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
-        f"open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(120)"
-    )
+    spawn = with_a_child(pid_file)
     steps = [
         Step("fine", [PY, "-c", "print('hello')"], 0),
         Step("broken", [PY, "-c", "import sys; sys.exit(3)"], 0),
@@ -119,11 +124,7 @@ def test_sigterm_stops_the_running_step_too(tmp_path):
     import subprocess
 
     pid_file = tmp_path / "child.pid"
-    spawn = (
-        "import subprocess, sys, time; "
-        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
-        f"open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(120)"
-    )
+    spawn = with_a_child(pid_file)
     session = (
         "import sys; from pathlib import Path; import gpu_session as g; g.stop_on_sigterm(); "
         f"g.run_session([g.Step('slow', [sys.executable, '-c', {spawn!r}], 1)], "
