@@ -5,9 +5,10 @@
 becomes a child subreaper, forks the kernel, waits for it, turns SIGTERM into SIGKILL and, when
 the kernel is gone, kills whatever it left behind, then exits with the kernel's status. It gets
 SIGTERM when the grading process dies (``PR_SET_PDEATHSIG``), the kernel SIGKILL when the
-launcher dies. The kernel has a process group of its own; the launcher forwards SIGINT
-(Jupyter's interrupt) to it, so interrupting either process works. The grader's
-``_shutdown`` kills everything below the launcher first (``kill_tree``).
+launcher dies (a kernel whose launcher died before it could ask for that stops at start-up).
+The kernel has a process group of its own; the launcher forwards SIGINT (Jupyter's interrupt)
+to it, so interrupting either process works. The grader's ``_shutdown`` kills everything below
+the launcher first (``kill_tree``).
 
 Where the machine allows it (``probe``: the same launcher, run once per grading process), the
 kernel also gets
@@ -51,6 +52,7 @@ import functools
 import json
 import os
 import resource
+import select
 import signal
 import socket
 import stat
@@ -588,9 +590,17 @@ def enter(config_text: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout.flush()
     sys.stderr.flush()
+    # The kernel can ask to die with the launcher (PR_SET_PDEATHSIG) only after the fork; a
+    # launcher that dies before (SIGTERM ahead of ``_supervise``'s handler) never signals it,
+    # and in a PID namespace getppid() reads 0, so it cannot tell: it would start and wait
+    # for a client forever. Only the launcher holds the pipe's write end open: once it is
+    # gone, the kernel's end reads as closed.
+    held, holder = os.pipe()
     child = os.fork()
     if child:
+        os.close(held)
         _supervise(child)
+    os.close(holder)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # again below: a change of uid clears it
     os.setpgid(0, 0)  # a process group of its own: the launcher forwards interrupts to it
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -600,8 +610,9 @@ def enter(config_text: str) -> None:
             resource.setrlimit(resource.RLIMIT_NPROC, (config["nproc"], config["nproc"]))
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if not namespaces and os.getppid() != launcher:
+        if _closed(held):
             raise RuntimeError("the launcher died during start-up")
+        os.close(held)
         os.environ["JPY_PARENT_PID"] = str(launcher)
         if config.get("probe"):
             details["python"] = os.access(sys.executable, os.X_OK) and os.access(
@@ -614,6 +625,13 @@ def enter(config_text: str) -> None:
     except BaseException as error:  # noqa: BLE001 (reported in the kernel log, then exit)
         print(f"autograder sandbox: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         os._exit(70)
+
+
+def _closed(fd: int) -> bool:
+    """Whether the pipe's other end is closed (nothing is ever written to it)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _supervise(child: int) -> None:

@@ -67,6 +67,18 @@ def processes_of_run(root: Path) -> dict[int, str]:
     return found
 
 
+def described(pid: int) -> str:
+    """One line on a process: pid, state, parent, working folder and the start of its command
+    line (a forked kernel's is its template's, so the folder tells which it is)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError as error:
+        return f"{pid}: {error}"
+    return f"{pid}: state {fields[0]}, parent {fields[1]}, in {cwd}: {command[:60]!r}"
+
+
 def kernels(processes: dict[int, str], root: Path) -> dict[int, str]:
     """The kernels among them: started with a connection file under ``root``, or (forked
     from a template, ``autograder.forking``, so with the template's command line) working
@@ -133,10 +145,11 @@ def test_a_killed_batch_leaves_no_kernels_and_resumes_without_regrading(tmp_path
     while left and time.monotonic() < deadline:
         time.sleep(0.25)
         left = processes_of_run(tmp_path)
+    survivors = [described(pid) for pid in left]
     for pid in left:  # do not leak them into other tests, then fail
         os.kill(pid, signal.SIGKILL)
     assert seen_kernels, "no kernel of this run was ever seen: the process check is blind"
-    assert not left, f"still running after the kill: {left}"
+    assert not left, f"still running after the kill: {survivors}"
 
     second = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -261,6 +262,65 @@ def test_the_kernel_dies_with_a_killed_grader(namespaces, base):
         time.sleep(0.1)
     assert host_processes(needle) == []
     assert host_processes(str(root).encode()) == []
+
+
+# Runs the launcher (``enter``) as a grader's child would, and holds its kernel process just
+# before it asks to die with the launcher (its first PR_SET_PDEATHSIG after the fork) until the
+# test has killed the launcher. argv: the launcher's config, a folder for the markers.
+HELD_LAUNCHER = """\
+import os, signal, sys, time
+from pathlib import Path
+from autograder import sandbox
+folder = Path(sys.argv[2])
+launcher, real, held = os.getpid(), sandbox._prctl, []
+def prctl(option, value):
+    if os.getpid() != launcher and option == sandbox.PR_SET_PDEATHSIG and not held:
+        held.append(True)
+        (folder / "window").touch()
+        while not (folder / "killed").exists():
+            time.sleep(0.01)
+    return real(option, value)
+sandbox._prctl = prctl
+sandbox.enter(sys.argv[1])
+(folder / "started").touch()
+time.sleep(float(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_a_launcher_killed_while_its_kernel_starts_leaves_no_kernel(mode, base, monkeypatch):
+    """The launcher dies (SIGKILL) after forking the kernel and before the kernel has asked
+    to die with it: does the kernel notice and stop instead of starting with no one to kill
+    it? (In a PID namespace getppid() reads 0, so it cannot tell from its parent pid.)"""
+    monkeypatch.setenv(MODE_VARIABLE, mode)
+    if mode == "auto" and not _namespaces_here(SandboxSpec())[0]:
+        pytest.skip("Linux namespaces are unavailable here")
+    root, cwd, env = workspace_in(base)
+    launch = sandbox.prepare(SandboxSpec(workspace=root), cwd, env)
+    marker = f"1000.{random.randrange(10**8):08d}"
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", HELD_LAUNCHER, json.dumps(launch.config), str(root), marker],
+        cwd=cwd,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (root / "window").exists() and time.monotonic() < deadline:
+            assert launcher.poll() is None, "the launcher ended before forking its kernel"
+            time.sleep(0.01)
+        assert (root / "window").exists(), "the kernel never reached PR_SET_PDEATHSIG"
+        launcher.kill()
+        launcher.wait()
+        (root / "killed").touch()
+        deadline = time.monotonic() + 5
+        while host_processes(marker.encode()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (root / "started").exists(), "the kernel started with its launcher gone"
+        assert host_processes(marker.encode()) == []
+    finally:
+        launcher.kill()
+        for pid in host_processes(marker.encode()):
+            os.kill(pid, signal.SIGKILL)
+    assert launch.isolation.startswith("fallback:" if mode == "off" else "namespaces:")
 
 
 def test_a_fork_bomb_fails_its_cell_and_leaves_nothing(namespaces, base):
