@@ -76,10 +76,9 @@ def run_lab(
         bar.close()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{lab}-{profile}"
-    path = out_dir / f"{stem}.ipynb"
+    path, figures_dir = output_paths(out_dir, lab, profile)
     nbformat.write(execution.notebook, path)
-    figures = extract_figures(execution.notebook, out_dir / f"{stem}_files")
+    figures = extract_figures(execution.notebook, figures_dir)
     failed = next((i for i, run in sorted(execution.runs.items()) if not run.passed), None)
     failure = ""
     if failed is not None:
@@ -88,6 +87,12 @@ def run_lab(
             f"{run.ename}: {run.evalue}"
         )
     return RunReport(path, figures, seconds, code_cells, failed, failure)
+
+
+def output_paths(out_dir: Path, lab: str, profile: str) -> tuple[Path, Path]:
+    """Where ``run_lab`` writes the executed notebook, and the folder of its figures."""
+    stem = f"{lab}-{profile}"
+    return Path(out_dir) / f"{stem}.ipynb", Path(out_dir) / f"{stem}_files"
 
 
 def extract_figures(notebook, folder: Path) -> list[Path]:

@@ -440,6 +440,18 @@ def probe() -> int:
     return 0
 
 
+LABS = ("lab1_pruning", "lab3_quant_prune")
+
+
+def lab_outputs(work: Path, profile: str) -> tuple[Path, list[Path]]:
+    """The folder the lab steps write to (``lab_results.py --out``), and the executed
+    notebooks and figure folders they leave there."""
+    from autograder.run import output_paths
+
+    folder = work / "notebooks"
+    return folder, [path for lab in LABS for path in output_paths(folder, lab, profile)]
+
+
 def session_steps(profile: str, kit: Path, python: str, work: Path) -> list[Step]:
     """The session's steps, most needed first; their own outputs go under ``work``."""
     from dense_recipes import checkpoint_path
@@ -481,7 +493,7 @@ def session_steps(profile: str, kit: Path, python: str, work: Path) -> list[Step
 
     def lab(name: str) -> Step:
         argv = [python, "benchmarks/lab_results.py", "--lab", name, "--profile", profile]
-        argv += ["--out", str(work / "notebooks")]
+        argv += ["--out", str(lab_outputs(work, profile)[0])]
         return Step(name.split("_")[0], argv, 60, needs_checkpoint)
 
     loader_args = ["--images", "500", "--pipeline-images", "1000"] if profile == "smoke" else []
@@ -501,8 +513,7 @@ def session_steps(profile: str, kit: Path, python: str, work: Path) -> list[Step
             60,
             satisfied=checkpoint_there,
         ),
-        lab("lab1_pruning"),
-        lab("lab3_quant_prune"),
+        *(lab(name) for name in LABS),
         Step("loader", [python, "benchmarks/loader_throughput.py", *loader_args], 30, needs_cache),
         Step(
             "sparsity-search",
@@ -579,11 +590,7 @@ def run(args: argparse.Namespace) -> int:
         f"# GPU session, profile {args.profile}, budget {args.budget:.0f} s, "
         f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n\n" + "\n".join(lines)
     )
-    notebooks = [
-        work / "notebooks" / f"{lab}-{args.profile}{suffix}"
-        for lab in ("lab1_pruning", "lab3_quant_prune")
-        for suffix in (".ipynb", "_files")
-    ]
+    notebooks = lab_outputs(work, args.profile)[1]
     print(header, flush=True)
 
     def pack(outcomes: list[Outcome]) -> None:

@@ -21,6 +21,7 @@ from dense_recipes import finished_run, recipe_for  # noqa: E402
 from gpu_session import (  # noqa: E402
     GPU_IMAGE_PACKAGES,
     Step,
+    lab_outputs,
     normalize,
     requirements_closure,
     run_session,
@@ -229,6 +230,16 @@ def test_session_steps_skip_what_is_there_and_reuse_the_course_run(tmp_path, lab
     assert steps["data"].ready() == f"no {kit / 'cifar10-jpg.tar.gz'}"
     assert steps["train-dense"].satisfied() is None
     assert "no trained checkpoint" in steps["lab1"].ready()
+    folder, packed = lab_outputs(tmp_path / "work", "smoke")  # what `run` packs after a step
+    for name in ("lab1", "lab3"):
+        argv = steps[name].argv
+        assert argv[argv.index("--out") + 1] == str(folder)
+    assert sorted(p.name for p in packed) == [
+        "lab1_pruning-smoke.ipynb",
+        "lab1_pruning-smoke_files",
+        "lab3_quant_prune-smoke.ipynb",
+        "lab3_quant_prune-smoke_files",
+    ]
 
     monkeypatch.setattr(helpers.data, "SYNTHETIC_TRAIN", 384)
     monkeypatch.setattr(helpers.data, "SYNTHETIC_TEST", 64)
