@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from autograder.course import COURSE_ROOT, REPO_ROOT, Course
@@ -319,6 +323,31 @@ def _validate(args: argparse.Namespace, course: Course) -> int:
     return 0 if result.passed else 1
 
 
+@contextmanager
+def stop_on_signals() -> Iterator[list[int]]:
+    """Within: SIGTERM (``kill``, ``timeout``) and SIGHUP raise KeyboardInterrupt in the main
+    thread, so that they stop a batch as Ctrl-C does (workers and kernels ended, results
+    kept); the list yielded gets the signal's number. A second one kills at once; one that
+    is ignored (``nohup``) stays ignored. Off the main thread it changes nothing."""
+    received: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        received.append(signum)
+        signal.signal(signum, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+                previous[number] = signal.signal(number, stop)
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def _grade(args: argparse.Namespace, course: Course) -> int:
     from autograder.grade import Settings, UsageError, grade_batch
 
@@ -326,25 +355,27 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
         course=course, lab=args.lab, limits=_limits(args, args.jobs), profile=args.profile
     )
     course.load(args.lab)
-    try:
-        batch = grade_batch(
-            args.submissions,
-            args.out,
-            settings,
-            jobs=args.jobs,
-            progress=not args.no_progress,
-            regrade=args.regrade,
-        )
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "\ninterrupted: the students graded so far are kept in "
-            f"{args.out / '.results'}; run the same command again to finish",
-            file=sys.stderr,
-        )
-        return 130
+    with stop_on_signals() as received:
+        try:
+            batch = grade_batch(
+                args.submissions,
+                args.out,
+                settings,
+                jobs=args.jobs,
+                progress=not args.no_progress,
+                regrade=args.regrade,
+            )
+        except UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            what = f"stopped by {signal.Signals(received[0]).name}" if received else "interrupted"
+            print(
+                f"\n{what}: the students graded so far are kept in "
+                f"{args.out / '.results'}; run the same command again to finish",
+                file=sys.stderr,
+            )
+            return 128 + (received[0] if received else signal.SIGINT)
     counts = Counter(r["status"] for r in batch.results if r["lab"] == args.lab)
     summary = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
     print(

@@ -28,7 +28,8 @@ and functions a test defines to build them).
 
 ``grade_batch`` does that for many submissions, in parallel processes, writing each student's
 result atomically to ``DIR/.results/<lab>/<student>.json`` as soon as it is done, so that an
-interrupted batch resumes where it stopped; the CSVs are rebuilt from those files.
+interrupted batch resumes where it stopped; the CSVs are rebuilt from those files. Its worker
+processes end as soon as it is gone, however it died (``_follow_grader``).
 
 Limits of this design, on purpose: what a student function returns must be built from data,
 PyTorch's classes and the course's (``helpers``) classes, or it is refused with a message; a
@@ -51,9 +52,11 @@ import json
 import multiprocessing
 import os
 import re
+import select
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -926,7 +929,46 @@ def _pool(jobs: int) -> ProcessPoolExecutor:
         context.set_forkserver_preload(["autograder.grade", "autograder.report"])
     else:
         context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    return ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_follow_grader, initargs=(os.getpid(),)
+    )
+
+
+def _follow_grader(grader: int) -> None:
+    """Pool worker initializer: end this worker as soon as the grading process is gone.
+
+    A grader killed without a chance to end its pool (SIGKILL, the OOM killer) left its
+    workers grading the submissions already queued and then waiting forever (a worker holds
+    its task queue's write end too, so its end never reads as closed), each with its
+    templates and their PyTorch. The worker's templates and the kernels forked from them die
+    with it (``PR_SET_PDEATHSIG``); its temporary folders are removed by the next ``grade``
+    (``forking.sweep_stale``)."""
+    try:
+        handle = os.pidfd_open(grader)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfds (not Linux, or an old kernel): poll
+        handle = None
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])  # readable once the process has exited
+        else:
+            while _alive(grader):
+                time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="follow-grader", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def grade_batch(
@@ -950,8 +992,9 @@ def grade_batch(
     stale = forking.sweep_stale()
     if stale:
         log(f"removed {len(stale)} temporary folder(s) left by a grader that was killed")
-    with tempfile.TemporaryDirectory(prefix="autograder-inputs-") as scratch:
-        found = discover(inputs, lab.name, Path(scratch))
+    scratch = forking.owned_tempdir("autograder-inputs-")  # swept if this process is killed
+    try:
+        found = discover(inputs, lab.name, scratch)
         kept, batch.ignored = newest_per_student(found)
         for line in batch.ignored:
             log(f"two submissions for one student: {line}")
@@ -969,7 +1012,7 @@ def grade_batch(
         if batch.skipped:
             log(f"{len(batch.skipped)} already graded (kept); {len(todo)} to grade")
         if todo:
-            hidden = hidden_paths(settings.course, out, [*inputs, Path(scratch)])
+            hidden = hidden_paths(settings.course, out, [*inputs, scratch])
             settings = dataclasses.replace(settings, hidden=hidden)
             try:
                 log(f"isolation of students' kernels: {sandbox.check(SandboxSpec(hidden))}")
@@ -991,6 +1034,8 @@ def grade_batch(
             if bar is not None:
                 bar.close()
             forking.close_all()  # this process's judge templates (workers end theirs on exit)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     batch.results = load_results(out)
     report.write_csvs(out, batch.results)
     return batch

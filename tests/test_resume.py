@@ -1,5 +1,6 @@
 """Does a grading batch killed mid-way leave no kernels behind and finish, losing nothing,
-when the same command is run again?
+when the same command is run again? And when only the grading process gets the signal
+(SIGTERM: a clean stop; SIGKILL), do its workers, templates and kernels end too?
 
 `python -m autograder grade --jobs 2` runs on six toy submissions (tests/fixtures/toy) as a
 subprocess in its own session, is SIGKILLed as a whole process group once some but not all
@@ -22,6 +23,9 @@ from pathlib import Path
 import nbformat
 import pytest
 from toy import QUESTIONS, TOY_ROOT, answered, read_csv, with_solution
+
+from autograder import forking
+from autograder.cli import stop_on_signals
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -96,50 +100,53 @@ def kernels(processes: dict[int, str], root: Path) -> dict[int, str]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
-def test_a_killed_batch_leaves_no_kernels_and_resumes_without_regrading(tmp_path):
-    """Killed (SIGKILL, whole group) with some results stored: are no kernels left running,
-    and does the same command then finish the batch, keep (and say it kept) what was stored
-    before, and write one row per question per student with totals that add up?"""
-    students = write_submissions(tmp_path / "submissions")
-    out = tmp_path / "out"
+def grade_command(tmp_path: Path, students: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The `grade` command over the submissions (two workers) and its environment, with
+    TMPDIR inside ``tmp_path``."""
     command = [
         sys.executable, "-m", "autograder", "grade", "--course", str(TOY_ROOT), "--lab", "toy",
         *(str(tmp_path / "submissions" / f"{s}.ipynb") for s in students),
-        "--out", str(out), "--jobs", "2", "--timeout", "20", "--notebook-timeout", "60",
-        "--memory-mb", "4096", "--threads", "1", "--no-progress",
+        "--out", str(tmp_path / "out"), "--jobs", "2", "--timeout", "20",
+        "--notebook-timeout", "60", "--memory-mb", "4096", "--threads", "1", "--no-progress",
     ]  # fmt: skip
     (tmp_path / "tmp").mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
-    stored = out / ".results" / "toy"
+    return command, {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
 
+
+def start_until_a_kernel_runs(
+    tmp_path: Path, command: list[str], env: dict[str, str], total: int
+) -> subprocess.Popen:
+    """Start the batch in a session of its own (its standard error into ``stderr.txt``);
+    return once some but not all results are stored while a kernel of the run is alive (the
+    caller kills it)."""
+    stored = tmp_path / "out" / ".results" / "toy"
     began = time.monotonic()
-    first = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    seen_kernels: dict[int, str] = {}
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        batch = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     try:
         while True:
-            assert first.poll() is None, "the batch ended before it could be interrupted"
+            assert batch.poll() is None, "the batch ended before it could be interrupted"
             assert time.monotonic() - began < 120, "no result within 120 s"
             done = len(list(stored.glob("*.json"))) if stored.is_dir() else 0
-            assert done < len(students), "every submission was graded before the kill"
-            alive = kernels(processes_of_run(tmp_path), tmp_path)
-            seen_kernels.update(alive)
-            if done >= 1 and alive:
-                break
+            assert done < total, "every submission was graded before the kill"
+            if done >= 1 and kernels(processes_of_run(tmp_path), tmp_path):
+                return batch
             time.sleep(0.05)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
+    except BaseException:
+        os.killpg(batch.pid, signal.SIGKILL)
+        batch.wait(timeout=30)
+        raise
 
-    before = {path.name: path.read_bytes() for path in stored.glob("*.json")}
-    assert 1 <= len(before) < len(students)
+
+def assert_nothing_left_running(tmp_path: Path) -> None:
+    """Within 15 s no process of the run is left (any left are killed, then reported)."""
     deadline = time.monotonic() + 15  # ipykernel notices a dead parent within about a second
     left = processes_of_run(tmp_path)
     while left and time.monotonic() < deadline:
@@ -148,8 +155,25 @@ def test_a_killed_batch_leaves_no_kernels_and_resumes_without_regrading(tmp_path
     survivors = [described(pid) for pid in left]
     for pid in left:  # do not leak them into other tests, then fail
         os.kill(pid, signal.SIGKILL)
-    assert seen_kernels, "no kernel of this run was ever seen: the process check is blind"
     assert not left, f"still running after the kill: {survivors}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
+def test_a_killed_batch_leaves_no_kernels_and_resumes_without_regrading(tmp_path):
+    """Killed (SIGKILL, whole group) with some results stored: are no kernels left running,
+    and does the same command then finish the batch, keep (and say it kept) what was stored
+    before, and write one row per question per student with totals that add up?"""
+    students = write_submissions(tmp_path / "submissions")
+    out = tmp_path / "out"
+    command, env = grade_command(tmp_path, students)
+    stored = out / ".results" / "toy"
+    first = start_until_a_kernel_runs(tmp_path, command, env, len(students))
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+
+    before = {path.name: path.read_bytes() for path in stored.glob("*.json")}
+    assert 1 <= len(before) < len(students)
+    assert_nothing_left_running(tmp_path)
 
     second = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150
@@ -176,3 +200,61 @@ def test_a_killed_batch_leaves_no_kernels_and_resumes_without_regrading(tmp_path
             sum(float(r["score"]) for r in mine)
         )
         assert float(totals[student]["max_score"]) == sum(float(r["max_score"]) for r in mine)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_grader_killed_alone_stops_its_workers_and_kernels(tmp_path, signum):
+    """Only the grading process gets the signal (`kill PID`, `timeout`, the OOM killer), not
+    its workers. SIGTERM: does it stop as Ctrl-C does (exit 143, says so, results kept)?
+    SIGKILL: do its workers notice and end? Either way: within seconds no worker, template
+    or kernel is left (they used to grade the queued submissions orphaned, then wait forever
+    holding PyTorch), and the folders they leave are the next run's to remove."""
+    students = write_submissions(tmp_path / "submissions")
+    command, env = grade_command(tmp_path, students)
+    batch = start_until_a_kernel_runs(tmp_path, command, env, len(students))
+    os.kill(batch.pid, signum)
+    try:
+        batch.wait(timeout=60)
+    finally:
+        if batch.poll() is None:
+            os.killpg(batch.pid, signal.SIGKILL)
+    assert batch.returncode == (128 + signum if signum == signal.SIGTERM else -signum)
+    if signum == signal.SIGTERM:
+        stderr = (tmp_path / "stderr.txt").read_text()
+        assert "stopped by SIGTERM: the students graded so far are kept" in stderr
+    assert_nothing_left_running(tmp_path)
+    stored = list((tmp_path / "out" / ".results" / "toy").glob("*.json"))
+    assert 1 <= len(stored) < len(students), "the workers graded on after the grader died"
+
+    left = sorted((tmp_path / "tmp").glob("autograder-*"))
+    assert forking.sweep_stale(tmp_path / "tmp") == left  # owned by dead processes, all
+    assert not list((tmp_path / "tmp").glob("autograder-*"))
+
+
+def test_sigterm_and_sighup_interrupt_a_batch_but_nohup_is_respected():
+    """Within ``stop_on_signals``: does SIGTERM raise KeyboardInterrupt (the clean stop of
+    Ctrl-C) and record itself, does a second one get the default action, does a SIGHUP that
+    was ignored (nohup) stay ignored while one that was not interrupts, and are the previous
+    handlers back afterwards?"""
+    before = signal.getsignal(signal.SIGTERM)
+    ignored = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with stop_on_signals() as received:
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler runs before this returns
+            assert received == [signal.SIGTERM]
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # a second one kills
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, ignored)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+    with stop_on_signals() as received:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(5)
+        assert received == [signal.SIGHUP]
+    assert signal.getsignal(signal.SIGHUP) is ignored
