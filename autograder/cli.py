@@ -383,6 +383,15 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
         f"{len(batch.ignored)} older duplicates; totals by status: {summary or 'none'}"
     )
     print(f"wrote {args.out / 'grades.csv'}, {args.out / 'totals.csv'}, {args.out / 'feedback'}/")
+    failed = sorted(
+        r["student"] for r in batch.results if r["lab"] == args.lab and r.get("internal_error")
+    )
+    if failed:
+        print(
+            f"the grader itself failed on {len(failed)} student(s), stored with 0 points: "
+            f"{', '.join(failed[:10])}{' ...' if len(failed) > 10 else ''}; run the same "
+            "command again to grade them again (see 'internal grader error' in their notes)"
+        )
     return 0
 
 

@@ -1029,7 +1029,7 @@ def grade_batch(
                     batch.graded.append(submission.student)
                     _advance(bar, result)
             else:
-                _run_parallel(todo, settings, out, notes, jobs, batch, bar)
+                _run_parallel(todo, settings, out, notes, jobs, batch, bar, log)
         finally:
             if bar is not None:
                 bar.close()
@@ -1041,8 +1041,30 @@ def grade_batch(
     return batch
 
 
-def _run_parallel(todo, settings, out, notes, jobs, batch, bar) -> None:
+# A worker that dies (the OOM killer, a crash of the grader itself) breaks the whole pool:
+# every submission not finished then fails with BrokenProcessPool, not only the one it was
+# grading. Those are graded again in a fresh pool, up to this many pools in all; what is
+# still unfinished after the last is stored as an internal error (regraded by the next run).
+POOL_ATTEMPTS = 2
+
+
+def _run_parallel(todo, settings, out, notes, jobs, batch, bar, log=print) -> None:
+    for attempt in range(1, POOL_ATTEMPTS + 1):
+        last = attempt == POOL_ATTEMPTS
+        todo = _run_pool(todo, settings, out, notes, jobs, batch, bar, last)
+        if not todo:
+            return
+        log(
+            f"a grading worker died; grading the {len(todo)} unfinished submission(s) again "
+            "in new workers"
+        )
+
+
+def _run_pool(todo, settings, out, notes, jobs, batch, bar, last: bool) -> list:
+    """Grade ``todo`` in one pool; returns the submissions a broken pool left unfinished
+    (none when ``last``: those are stored as internal errors)."""
     pool = _pool(min(jobs, len(todo)))
+    unfinished = []
     try:
         futures = {pool.submit(_worker, s, settings, str(out), notes[s.student]): s for s in todo}
         for future in as_completed(futures):
@@ -1050,6 +1072,9 @@ def _run_parallel(todo, settings, out, notes, jobs, batch, bar) -> None:
             try:
                 result = future.result()
             except BrokenProcessPool as error:
+                if not last:
+                    unfinished.append(submission)
+                    continue
                 why = f"the grading worker process died ({error})"
                 result = internal_error_result(submission, settings, why)
                 path = results_dir(out, settings.lab) / f"{safe_name(submission.student)}.json"
@@ -1066,6 +1091,7 @@ def _run_parallel(todo, settings, out, notes, jobs, batch, bar) -> None:
             process.terminate()
         raise
     pool.shutdown(wait=True)
+    return unfinished
 
 
 def _progress(total: int, enabled: bool, lab: str):

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +25,11 @@ import nbformat
 import pytest
 from toy import QUESTIONS, TOY_ROOT, answered, read_csv, with_solution
 
-from autograder import forking
+from autograder import cli, forking, grade
 from autograder.cli import stop_on_signals
+from autograder.course import Course
+from autograder.execute import Limits
+from autograder.grade import Settings, discover, internal_error_result, write_json_atomic
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -116,18 +120,19 @@ def grade_command(tmp_path: Path, students: list[str]) -> tuple[list[str], dict[
 def start_until_a_kernel_runs(
     tmp_path: Path, command: list[str], env: dict[str, str], total: int
 ) -> subprocess.Popen:
-    """Start the batch in a session of its own (its standard error into ``stderr.txt``);
+    """Start the batch in a session of its own (its output into ``stdout.txt`` and
+    ``stderr.txt``);
     return once some but not all results are stored while a kernel of the run is alive (the
     caller kills it)."""
     stored = tmp_path / "out" / ".results" / "toy"
     began = time.monotonic()
-    with open(tmp_path / "stderr.txt", "w") as stderr:
+    with open(tmp_path / "stdout.txt", "w") as stdout, open(tmp_path / "stderr.txt", "w") as err:
         batch = subprocess.Popen(
             command,
             cwd=tmp_path,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
+            stdout=stdout,
+            stderr=err,
             start_new_session=True,
         )
     try:
@@ -258,3 +263,79 @@ def test_sigterm_and_sighup_interrupt_a_batch_but_nohup_is_respected():
             time.sleep(5)
         assert received == [signal.SIGHUP]
     assert signal.getsignal(signal.SIGHUP) is ignored
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
+def test_a_dead_worker_costs_nobody_their_grade(tmp_path):
+    """A grading worker killed mid-batch (the OOM killer, say) breaks the whole pool: are the
+    unfinished submissions graded again in new workers, so that every student ends with a
+    real result and none with an internal error (they all used to)? And is a stored internal
+    error regraded by the next run, the others kept?"""
+    students = write_submissions(tmp_path / "submissions")
+    command, env = grade_command(tmp_path, students)
+    batch = start_until_a_kernel_runs(tmp_path, command, env, len(students))
+    try:
+        processes = processes_of_run(tmp_path)
+        server = [
+            p for p, c in processes.items() if "forkserver" in c and parent_of(p) == batch.pid
+        ]
+        workers = [p for p in processes if server and parent_of(p) == server[0]]
+        assert len(workers) == 2, f"two workers expected: {processes}"
+        os.kill(workers[0], signal.SIGKILL)
+        assert batch.wait(timeout=180) == 0, (tmp_path / "stderr.txt").read_text()
+    finally:
+        if batch.poll() is None:
+            os.killpg(batch.pid, signal.SIGKILL)
+    assert "a grading worker died; grading the" in (tmp_path / "stdout.txt").read_text()
+    stored = tmp_path / "out" / ".results" / "toy"
+    results = {p.stem: json.loads(p.read_text()) for p in stored.glob("*.json")}
+    assert sorted(results) == students
+    assert [s for s, r in results.items() if r["internal_error"]] == []
+    assert results["correct"]["score"] == max(r["score"] for r in results.values()) > 0
+    assert results["empty"]["status"] == "unreadable"
+    assert_nothing_left_running(tmp_path)
+
+    broken = internal_error_result(
+        next(
+            s
+            for s in discover([tmp_path / "submissions"], "toy", tmp_path)
+            if s.student == "correct"
+        ),
+        Settings(Course(root=TOY_ROOT, release_dir=TOY_ROOT, student_files=()), "toy", Limits()),
+        "the grading worker process died (a test)",
+    )
+    write_json_atomic(stored / "correct.json", broken)
+    again = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"graded 1, kept {len(students) - 1} graded before" in again.stdout
+    regraded = json.loads((stored / "correct.json").read_text())
+    assert not regraded["internal_error"]
+    assert regraded["score"] == results["correct"]["score"]
+
+
+def test_grade_names_the_students_the_grader_failed_on(tmp_path, monkeypatch, capsys):
+    """When the grader itself fails on a student (here: grading raises), is the student
+    stored as an internal error with 0 points, the batch still exit 0 (the contract), and
+    does `grade` say who it failed on and that a rerun grades them again?"""
+    write_submissions(tmp_path / "submissions")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the grader")
+
+    monkeypatch.setattr(grade, "grade_submission", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    argv = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", "--no-progress"]
+    argv += [str(tmp_path / "submissions" / "correct.ipynb"), "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "the grader itself failed on 1 student(s), stored with 0 points: correct;" in out
+    stored = json.loads((tmp_path / "out" / ".results" / "toy" / "correct.json").read_text())
+    assert stored["internal_error"] and stored["score"] == 0
+    assert "RuntimeError: a bug in the grader" in " ".join(stored["notes"])
