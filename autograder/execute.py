@@ -444,6 +444,7 @@ async def _execute(
     runs: dict[int, CellRun] = {}
     stopped: str | None = None
     stopped_status: str | None = None
+    not_started: str | None = None
     code_cells = [
         index
         for index, cell in enumerate(notebook.cells)
@@ -455,6 +456,7 @@ async def _execute(
             await _start(client, env, cwd, log)
         except Exception as error:  # noqa: BLE001 (any start failure is reported, not raised)
             stopped = f"the kernel did not start: {type(error).__name__}: {error}"
+            not_started = stopped  # no student code ran: not the student's doing
             stopped_status = "error"
             code_cells_left = code_cells
         else:
@@ -493,7 +495,9 @@ async def _execute(
             await judge.close()
         await _shutdown(client, km)
     execution = Execution(notebook, runs, stopped, stopped_status, time.monotonic() - start)
-    if judge is not None and judge.grader_fault:
+    if not_started:
+        execution.grader_error = not_started
+    elif judge is not None and judge.grader_fault:
         execution.grader_error = judge.failed
     execution.isolation = km.isolation
     return execution

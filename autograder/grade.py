@@ -462,7 +462,8 @@ def prime_data(settings: Settings, cache: Path, log=print) -> Path | None:
     cell, only those with "setup" in their grade_id when there are such (for lab 1:
     ``lab1_setup``: imports, data, the cached smoke model). What they leave in ``LAB_DATA``
     becomes the seed each submission gets a private copy of. Cached under ``cache`` by the
-    lab source, the student files and the profile; None when the set-up cells fail.
+    lab source, the student files and the profile; None when the set-up cells fail. Raises
+    ``UsageError`` when no kernel can start (a memory cap too low, say).
     """
     lab = settings.course.load(settings.lab)
     setup = setup_cells(lab)
@@ -489,6 +490,13 @@ def prime_data(settings: Settings, cache: Path, log=print) -> Path | None:
         settings.profile,
         keep_data=staging / "data",
     )
+    if execution.grader_error:  # no kernel starts: every submission would fail the same way
+        shutil.rmtree(staging, ignore_errors=True)
+        memory = f" (--memory-mb {limits.memory_mb}: too low?)" if limits.memory_mb else ""
+        raise UsageError(
+            f"a grading kernel cannot start here{memory}: {execution.grader_error}; "
+            "nobody was graded"
+        )
     failed = [run for run in execution.runs.values() if not run.passed]
     if failed:
         shutil.rmtree(staging, ignore_errors=True)
@@ -987,7 +995,12 @@ def grade_batch(
     inputs = [Path(p) for p in inputs]
     lab = settings.course.load(settings.lab)
     lab_sha = lab_fingerprint(lab)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write to the output folder {out}: {error}") from error
     batch = BatchReport()
     stale = forking.sweep_stale()
     if stale:

@@ -573,6 +573,41 @@ def test_grade_usage_errors_exit_2(tmp_path):
     base = ["grade", "--course", str(TOY_ROOT), "--out", str(tmp_path / "o"), "--no-progress"]
     assert cli.main([*base, "--lab", "toy", str(tmp_path / "missing.ipynb")]) == 2
     assert cli.main([*base, "--lab", "nope", str(TOY_SOURCE)]) == 2
+    (tmp_path / "file").write_text("")  # an output folder that cannot be made
+    where = ["--out", str(tmp_path / "file" / "o")]
+    assert cli.main([*base, *where, "--lab", "toy", str(TOY_SOURCE)]) == 2
+
+
+def test_a_kernel_that_cannot_start_is_the_graders_failure_not_the_students(tmp_path, capsys):
+    """A memory cap too low for any kernel to start: does `grade` stop before grading anyone
+    (exit 2, saying so) instead of storing an error for every student that a corrected rerun
+    would keep? And where only the students' kernels fail to start (the set-up run cached
+    from before), are they stored as the grader's failures, named, and graded by the next
+    run with a working cap, without --regrade?"""
+    out = tmp_path / "out"
+    base = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", "--out", str(out)]
+    base += ["--no-progress", "--timeout", "20", "--threads", "1", str(TOY_SOURCE)]
+    capsys.readouterr()
+    assert cli.main([*base, "--memory-mb", "10"]) == 2
+    assert "a grading kernel cannot start here (--memory-mb 10: too low?)" in (
+        capsys.readouterr().err
+    )
+    assert not list(out.glob(".results/toy/*.json")), "nobody should have been graded"
+
+    assert cli.main([*base, "--memory-mb", "4096"]) == 0  # primes the set-up data (cached)
+    graded = json.loads((out / ".results" / "toy" / "source.json").read_text())
+    assert not graded["internal_error"] and graded["score"] > 0
+    assert cli.main([*base, "--memory-mb", "10", "--regrade"]) == 0
+    assert "the grader itself failed on 1 student(s), stored with 0 points: source;" in (
+        capsys.readouterr().out
+    )
+    failed = json.loads((out / ".results" / "toy" / "source.json").read_text())
+    assert failed["internal_error"] and failed["score"] == 0
+    assert "the kernel did not start" in " ".join(failed["notes"])
+    assert cli.main([*base, "--memory-mb", "4096"]) == 0
+    assert "graded 1, kept 0 graded before" in capsys.readouterr().out
+    again = json.loads((out / ".results" / "toy" / "source.json").read_text())
+    assert not again["internal_error"] and again["score"] == graded["score"]
 
 
 # --------------------------------------------------------------------------- validate, run
