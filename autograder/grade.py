@@ -1007,7 +1007,12 @@ def grade_batch(
         log(f"removed {len(stale)} temporary folder(s) left by a grader that was killed")
     scratch = forking.owned_tempdir("autograder-inputs-")  # swept if this process is killed
     try:
-        found = discover(inputs, lab.name, scratch)
+        found = []
+        for given in inputs:
+            mine = discover([given], lab.name, scratch)
+            if not mine:
+                log(f"warning: no notebook found in {given}")
+            found += mine
         kept, batch.ignored = newest_per_student(found)
         for line in batch.ignored:
             log(f"two submissions for one student: {line}")

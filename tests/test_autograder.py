@@ -578,6 +578,18 @@ def test_grade_usage_errors_exit_2(tmp_path):
     assert cli.main([*base, *where, "--lab", "toy", str(TOY_SOURCE)]) == 2
 
 
+def test_grade_says_when_an_input_holds_no_notebook(tmp_path, capsys):
+    """An empty folder (a wrong path, say) beside a real submission: is it named?"""
+    (tmp_path / "empty").mkdir()
+    argv = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", "--out", str(tmp_path / "o")]
+    argv += ["--no-progress", str(tmp_path / "empty"), str(TOY_SOURCE)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"warning: no notebook found in {tmp_path / 'empty'}" in out
+    assert "no notebook found in" not in out.replace(f"found in {tmp_path / 'empty'}", "")
+    assert "graded 1," in out
+
+
 def test_a_kernel_that_cannot_start_is_the_graders_failure_not_the_students(tmp_path, capsys):
     """A memory cap too low for any kernel to start: does `grade` stop before grading anyone
     (exit 2, saying so) instead of storing an error for every student that a corrected rerun
