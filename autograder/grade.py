@@ -47,6 +47,7 @@ import builtins
 import contextlib
 import copy
 import dataclasses
+import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -995,12 +996,7 @@ def grade_batch(
     inputs = [Path(p) for p in inputs]
     lab = settings.course.load(settings.lab)
     lab_sha = lab_fingerprint(lab)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise UsageError(f"cannot write to the output folder {out}: {error}") from error
+    lock = lock_output(out)
     batch = BatchReport()
     stale = forking.sweep_stale()
     if stale:
@@ -1052,11 +1048,38 @@ def grade_batch(
             if bar is not None:
                 bar.close()
             forking.close_all()  # this process's judge templates (workers end theirs on exit)
+        batch.results = load_results(out)
+        report.write_csvs(out, batch.results)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    batch.results = load_results(out)
-    report.write_csvs(out, batch.results)
+        lock.close()
     return batch
+
+
+def lock_output(out: Path):
+    """Create ``out`` and hold ``out/.lock`` (``flock``: let go when the file is closed or the
+    process dies, however): a second ``grade`` into the same folder stops at once instead of
+    grading the same students beside the first. Returns the open lock file."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / ".lock", "a+")  # held until the batch ends
+    except OSError as error:
+        raise UsageError(f"cannot write to the output folder {out}: {error}") from error
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise UsageError(
+            f"another grade run ({holder}) is writing to {out}; let it finish, or stop it "
+            "(what it graded is kept) and run again"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}, started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
+    lock.flush()
+    return lock
 
 
 # A worker that dies (the OOM killer, a crash of the grader itself) breaks the whole pool:

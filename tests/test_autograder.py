@@ -39,6 +39,7 @@ from autograder.grade import (
     Submission,
     discover,
     grade_batch,
+    lock_output,
     newest_per_student,
     results_dir,
 )
@@ -576,6 +577,25 @@ def test_grade_usage_errors_exit_2(tmp_path):
     (tmp_path / "file").write_text("")  # an output folder that cannot be made
     where = ["--out", str(tmp_path / "file" / "o")]
     assert cli.main([*base, *where, "--lab", "toy", str(TOY_SOURCE)]) == 2
+
+
+def test_a_second_grade_into_the_same_folder_stops_at_once(tmp_path, capsys):
+    """While one `grade` holds the output folder, does another stop with exit 2, naming the
+    holder and grading nothing; and may it go on once the first has ended?"""
+    out = tmp_path / "out"
+    first = lock_output(out)  # as a running grade holds it
+    argv = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", "--out", str(out)]
+    argv += ["--no-progress", str(TOY_SOURCE)]
+    try:
+        capsys.readouterr()
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"another grade run (pid {os.getpid()}, started " in err
+        assert not (out / ".results").exists()
+    finally:
+        first.close()
+    assert cli.main(argv) == 0
+    assert "graded 1," in capsys.readouterr().out
 
 
 def test_grade_says_when_an_input_holds_no_notebook(tmp_path, capsys):
