@@ -223,15 +223,22 @@ def owned_tempdir(prefix: str) -> Path:
     return root
 
 
-def _owner_alive(record: str) -> bool:
-    pid_text, started = record.split()
-    pid = int(pid_text)
+def pid_exists(pid: int) -> bool:
+    """Whether a process (a zombie included) has this pid, another user's too."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # another user's live process
+        pass  # another user's live process
+    return True
+
+
+def _owner_alive(record: str) -> bool:
+    pid_text, started = record.split()
+    pid = int(pid_text)
+    if not pid_exists(pid):
+        return False
     state = _process_state(pid)
     if state is None:
         return True

@@ -963,21 +963,11 @@ def _follow_grader(grader: int) -> None:
         if handle is not None:
             select.select([handle], [], [])  # readable once the process has exited
         else:
-            while _alive(grader):
+            while forking.pid_exists(grader):
                 time.sleep(1.0)
         os._exit(1)
 
     threading.Thread(target=watch, name="follow-grader", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def grade_batch(

@@ -339,3 +339,29 @@ def test_grade_names_the_students_the_grader_failed_on(tmp_path, monkeypatch, ca
     stored = json.loads((tmp_path / "out" / ".results" / "toy" / "correct.json").read_text())
     assert stored["internal_error"] and stored["score"] == 0
     assert "RuntimeError: a bug in the grader" in " ".join(stored["notes"])
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_a_worker_follows_its_grader_out(pidfd):
+    """``_follow_grader`` (what each pool worker runs first): does the process end, soon
+    after the grader's process is gone and not before, with pidfds and by polling where
+    there are none?"""
+    grader = subprocess.Popen(["sleep", "60"])
+    code = "import os, sys, time\n"
+    code += "" if pidfd else "del os.pidfd_open\n"
+    code += "from autograder.grade import _follow_grader\n"
+    code += "_follow_grader(int(sys.argv[1]))\nprint('following', flush=True)\ntime.sleep(60)\n"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", code, str(grader.pid)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout.readline() == "following\n"
+        time.sleep(1.5)
+        assert worker.poll() is None, "the worker ended while its grader was alive"
+        grader.kill()
+        grader.wait()
+        assert worker.wait(timeout=5) == 1
+    finally:
+        grader.kill()
+        worker.kill()
+        worker.wait()
