@@ -89,6 +89,10 @@ from autograder.sandbox import SandboxSpec
 RESULT_VERSION = 1
 GRADING_ENV = {"NBGRADER_EXECUTION": "autograde"}
 # Severity order of statuses, most severe first: a student's total takes the first that occurs.
+# A submitted file larger than this is not read (``unreadable``): a notebook with the labs'
+# outputs is a few MiB; parsing a giant one (a loop that printed for hours) could take more
+# memory than its grading worker has.
+MAX_SUBMISSION_MB = 256
 STATUS_ORDER = ("unreadable", "error", "timeout", "tampered", "manual", "ok")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _CELL_FRAME = re.compile(r"Cell In\[(\d+)\], line (\d+)")
@@ -517,6 +521,12 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """``sha256`` of a file's bytes, read in pieces."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def lab_fingerprint(lab: Lab) -> str:
     """Changes when the lab's source notebook changes (results graded before are then stale)."""
     return sha256(lab.path.read_bytes())
@@ -530,22 +540,31 @@ def grade_submission(
 
     lab = settings.course.load(settings.lab)
     began = time.monotonic()
-    data = submission.path.read_bytes()
-    try:
-        notebook = read_submission(data)
-    except Unreadable as why:
-        result = _result(submission, settings, lab, data, unreadable_rows(lab, str(why)), [])
+
+    def unreadable(why: str, digest: str) -> dict:
+        result = _result(submission, settings, lab, digest, unreadable_rows(lab, why), [])
         result["seconds"] = round(time.monotonic() - began, 2)
         if feedback_path:
             report.write_feedback(feedback_path, result, lab, None, None)
         return result
+
+    size = submission.path.stat().st_size
+    if size > MAX_SUBMISSION_MB << 20:  # not read: parsing it could take the worker's memory
+        return unreadable(
+            f"the file is {size / 2**20:.0f} MiB, more than the {MAX_SUBMISSION_MB} MiB a "
+            "submission may have; clear its outputs (Edit > Clear Outputs of All Cells), save "
+            "it and submit it again",
+            file_sha256(submission.path),
+        )
+    data = submission.path.read_bytes()
+    try:
+        notebook = read_submission(data)
+    except Unreadable as why:
+        return unreadable(str(why), sha256(data))
     submitted_ids = {str(meta["grade_id"]) for meta in map(nbgrader_meta, notebook.cells) if meta}
     if not submitted_ids & set(lab.by_id):
         why = f"none of the cells of {lab.name} are in this notebook: is it the right lab?"
-        result = _result(submission, settings, lab, data, unreadable_rows(lab, why), [])
-        if feedback_path:
-            report.write_feedback(feedback_path, result, lab, None, None)
-        return result
+        return unreadable(why, sha256(data))
     restored = restore(notebook, lab)
     for grade_id in settings.skip:
         if grade_id in restored.index_of and lab.by_id[grade_id].kind == "locked":
@@ -573,7 +592,7 @@ def grade_submission(
     notes = list(restored.notes)
     if execution.stopped:
         notes.append(f"Execution stopped early: {execution.stopped}.")
-    result = _result(submission, settings, lab, data, rows, notes, restored)
+    result = _result(submission, settings, lab, sha256(data), rows, notes, restored)
     result["seconds"] = round(time.monotonic() - began, 2)
     result["isolation"] = execution.isolation
     result["cells"] = [
@@ -610,7 +629,7 @@ def _result(
     submission: Submission,
     settings: Settings,
     lab: Lab,
-    data: bytes,
+    digest: str,
     rows: list[dict],
     notes: list[str],
     restored: Restored | None = None,
@@ -624,7 +643,7 @@ def _result(
         "student": submission.student,
         "lab": lab.name,
         "origin": submission.origin,
-        "sha256": sha256(data),
+        "sha256": digest,  # of the submitted file
         "source_sha256": lab_fingerprint(lab),
         "profile": settings.profile,
         "limits": asdict(settings.limits),
@@ -898,7 +917,7 @@ def _is_current(path: Path, submission: Submission, lab_sha: str, settings: Sett
         old.get("version") == RESULT_VERSION
         and not old.get("internal_error")
         and old.get("student") == submission.student
-        and old.get("sha256") == sha256(submission.path.read_bytes())
+        and old.get("sha256") == file_sha256(submission.path)
         and old.get("source_sha256") == lab_sha
         and old.get("profile") == settings.profile
     )
@@ -925,8 +944,8 @@ def internal_error_result(submission: Submission, settings: Settings, why: str) 
     rows = [
         _row(q.grade_id, 0.0, q.points, "error", f"the grader failed: {why}") for q in lab.questions
     ]
-    data = submission.path.read_bytes() if submission.path.is_file() else b""
-    result = _result(submission, settings, lab, data, rows, [f"internal grader error: {why}"])
+    digest = file_sha256(submission.path) if submission.path.is_file() else sha256(b"")
+    result = _result(submission, settings, lab, digest, rows, [f"internal grader error: {why}"])
     result["internal_error"] = True
     return result
 

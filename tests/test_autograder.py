@@ -9,6 +9,7 @@ submissions, graded once with --jobs 2.
 from __future__ import annotations
 
 import copy
+import hashlib
 import html
 import json
 import os
@@ -31,7 +32,7 @@ from toy import (
     with_solution,
 )
 
-from autograder import cli
+from autograder import cli, grade
 from autograder.course import Course
 from autograder.execute import Limits
 from autograder.grade import (
@@ -181,6 +182,29 @@ def test_unreadable_submissions_say_why(content, reason):
     """Is each kind of unreadable file reported in words, not as a crash?"""
     with pytest.raises(Unreadable, match=reason):
         read_submission(content)
+
+
+def test_an_oversized_submission_is_unreadable_without_being_read(tmp_path, monkeypatch):
+    """A file over MAX_SUBMISSION_MB: is it scored unreadable, saying how to fix it, without
+    being parsed; is the stored digest the file's sha256; and does it count as graded for the
+    next run (not graded again)?"""
+    path = tmp_path / "huge.ipynb"
+    nbformat.write(answered(), path)
+    monkeypatch.setattr(grade, "MAX_SUBMISSION_MB", 0)  # every file is over the cap
+    monkeypatch.setattr(grade, "read_submission", None)  # must not be called
+    submission = Submission("huge", path, str(path), 0.0)
+    result = grade.grade_submission(submission, settings())
+    assert result["status"] == "unreadable" and result["score"] == 0
+    assert {row["status"] for row in result["rows"]} == {"unreadable"}
+    assert (
+        "more than the 0 MiB a submission may have; clear its outputs"
+        in (result["rows"][0]["message"])
+    )
+    assert result["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    stored = tmp_path / "huge.json"
+    stored.write_text(json.dumps(result))
+    lab = settings().course.load("toy")
+    assert grade._is_current(stored, submission, grade.lab_fingerprint(lab), settings())
 
 
 def test_restore_puts_back_deleted_edited_and_stripped_cells():
