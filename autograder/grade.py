@@ -551,9 +551,8 @@ def grade_submission(
     size = submission.path.stat().st_size
     if size > MAX_SUBMISSION_MB << 20:  # not read: parsing it could take the worker's memory
         return unreadable(
-            f"the file is {size / 2**20:.0f} MiB, more than the {MAX_SUBMISSION_MB} MiB a "
-            "submission may have; clear its outputs (Edit > Clear Outputs of All Cells), save "
-            "it and submit it again",
+            f"the file is larger than the {MAX_SUBMISSION_MB} MiB a submission may have; "
+            "clear its outputs (Edit > Clear Outputs of All Cells), save it and submit it again",
             file_sha256(submission.path),
         )
     data = submission.path.read_bytes()
@@ -845,7 +844,8 @@ def _from_zip(path: Path, lab: str, scratch: Path) -> list[Submission]:
             out = target / name
             out.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(info) as source, open(out, "wb") as sink:
-                shutil.copyfileobj(source, sink, 1 << 20)
+                # at most one byte over the cap: enough for grade_submission to refuse it
+                _copy_at_most(source, sink, (MAX_SUBMISSION_MB << 20) + 1)
             times[out] = datetime(*info.date_time).timestamp()
     found = []
     for out in sorted(times):
@@ -855,6 +855,15 @@ def _from_zip(path: Path, lab: str, scratch: Path) -> list[Submission]:
         origin = f"{path}!{out.relative_to(target).as_posix()}"
         found.append(Submission(student, out, origin, _timestamp(out, times[out])))
     return found
+
+
+def _copy_at_most(source, sink, limit: int) -> None:
+    while limit > 0:
+        piece = source.read(min(1 << 20, limit))
+        if not piece:
+            return
+        sink.write(piece)
+        limit -= len(piece)
 
 
 def newest_per_student(submissions: list[Submission]) -> tuple[list[Submission], list[str]]:

@@ -196,15 +196,28 @@ def test_an_oversized_submission_is_unreadable_without_being_read(tmp_path, monk
     result = grade.grade_submission(submission, settings())
     assert result["status"] == "unreadable" and result["score"] == 0
     assert {row["status"] for row in result["rows"]} == {"unreadable"}
-    assert (
-        "more than the 0 MiB a submission may have; clear its outputs"
-        in (result["rows"][0]["message"])
-    )
+    message = result["rows"][0]["message"]
+    assert "larger than the 0 MiB a submission may have; clear its outputs" in message
     assert result["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     stored = tmp_path / "huge.json"
     stored.write_text(json.dumps(result))
     lab = settings().course.load("toy")
     assert grade._is_current(stored, submission, grade.lab_fingerprint(lab), settings())
+
+
+def test_an_oversized_notebook_in_a_zip_is_cut_at_the_cap_and_refused(tmp_path, monkeypatch):
+    """A zip entry over the cap: is no more than the cap and one byte extracted (a zip bomb
+    cannot fill the disk), and is it then scored unreadable for being too large?"""
+    monkeypatch.setattr(grade, "MAX_SUBMISSION_MB", 0)
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("erin.ipynb", b"{" + b" " * (4 << 20) + b"}")  # 4 MiB, compresses
+    (tmp_path / "scratch").mkdir()
+    (found,) = discover([archive], "toy", tmp_path / "scratch")
+    assert found.student == "erin" and found.path.stat().st_size == 1
+    result = grade.grade_submission(found, settings())
+    assert result["status"] == "unreadable"
+    assert "a submission may have" in result["rows"][0]["message"]
 
 
 def test_restore_puts_back_deleted_edited_and_stripped_cells():
