@@ -1107,7 +1107,7 @@ def lock_output(out: Path):
 POOL_ATTEMPTS = 2
 
 
-def _run_parallel(todo, settings, out, notes, jobs, batch, bar, log=print) -> None:
+def _run_parallel(todo, settings, out, notes, jobs, batch, bar, log) -> None:
     for attempt in range(1, POOL_ATTEMPTS + 1):
         last = attempt == POOL_ATTEMPTS
         todo = _run_pool(todo, settings, out, notes, jobs, batch, bar, last)

@@ -56,6 +56,19 @@ def write_submissions(folder: Path) -> list[str]:
     return sorted([*notebooks, "empty"])
 
 
+def stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name: state, parent pid, ... (OSError if gone)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
+def parent_of(pid: int) -> int:
+    return int(stat_fields(pid)[1])
+
+
 def processes_of_run(root: Path) -> dict[int, str]:
     """Live processes (not zombies) whose working folder or command line is under ``root``,
     other than this one: pid -> command line."""
@@ -64,14 +77,15 @@ def processes_of_run(root: Path) -> dict[int, str]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        pid = int(entry.name)
         try:
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = stat_fields(pid)[0]
+            command = command_line(pid)
             cwd = os.readlink(entry / "cwd")
         except OSError:  # gone meanwhile, or not ours to read
             continue
         if state != "Z" and (prefix in command or (cwd + os.sep).startswith(prefix)):
-            found[int(entry.name)] = command
+            found[pid] = command
     return found
 
 
@@ -79,9 +93,9 @@ def described(pid: int) -> str:
     """One line on a process: pid, state, parent, working folder and the start of its command
     line (a forked kernel's is its template's, so the folder tells which it is)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(pid)
         cwd = os.readlink(f"/proc/{pid}/cwd")
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        command = command_line(pid)
     except OSError as error:
         return f"{pid}: {error}"
     return f"{pid}: state {fields[0]}, parent {fields[1]}, in {cwd}: {command[:60]!r}"
@@ -263,10 +277,6 @@ def test_sigterm_and_sighup_interrupt_a_batch_but_nohup_is_respected():
             time.sleep(5)
         assert received == [signal.SIGHUP]
     assert signal.getsignal(signal.SIGHUP) is ignored
-
-
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 @pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
