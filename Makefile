@@ -4,6 +4,8 @@
 #   make run LAB=lab1_pruning PROFILE=smoke   execute a solution notebook headless into runs/
 #   make release    regenerate the student notebooks from autograder/source/
 #   make data [FROM=path/to/cifar10-copy]     prepare CIFAR-10 and the dense checkpoint
+#   make check LAB=lab1_pruning               check a notebook as grading does (visible checks)
+#   make handout    write the student handout (handout/ and handout.zip: no solutions)
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +15,7 @@ LAB ?= lab1_pruning
 PROFILE ?= smoke
 FROM ?=
 
-.PHONY: lab test run release data venv lint format clean
+.PHONY: lab test run release data check handout venv lint format clean
 
 venv: $(STAMP)
 
@@ -32,6 +34,15 @@ lab: $(STAMP)
 	-$(BIN)/python -m helpers checkpoint
 	$(BIN)/jupyter lab lab1_pruning.ipynb lab3_quant_prune.ipynb $(JUPYTER_ROOT)
 
+check: $(STAMP)
+	$(BIN)/python -m autograder validate $(LAB).ipynb
+
+# The student handout (make handout) has no sources, tests or solutions: these targets are the
+# instructors'. There they stop before installing anything.
+ifeq ($(wildcard autograder/source),)
+test run release handout:
+	@echo "make $@: an instructors' target; this copy is the student handout (no sources or tests). Students: make lab, make check LAB=..." >&2; exit 2
+else
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,6 +53,10 @@ run: $(STAMP)
 
 release: $(STAMP)
 	$(BIN)/python -m autograder release
+
+handout: $(STAMP)
+	$(BIN)/python -m autograder handout --out handout
+endif
 
 data: $(STAMP)
 	$(BIN)/python -m helpers data $(if $(FROM),--from $(FROM))

@@ -1,4 +1,4 @@
-"""``python -m autograder``: release, run, validate, grade and export the labs.
+"""``python -m autograder``: release, hand out, run, validate, grade and export the labs.
 
 Exit status: 0 when the command did its job; 1 when a check failed (a refused release, a
 committed release out of date, a failing cell in ``run`` or ``validate``); 2 for wrong usage.
@@ -40,7 +40,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m autograder",
-        description="Release, run, validate, grade and export the course's nbgrader labs.",
+        description="Release, hand out, run, validate, grade and export the course's nbgrader labs.",
         epilog="Run `python -m autograder COMMAND --help` for a command's options.",
     )
     common = argparse.ArgumentParser(add_help=False)
@@ -81,6 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=REPO_ROOT,
         help="where the student notebooks go (default: %(default)s)",
+    )
+
+    handout = commands.add_parser(
+        "handout",
+        parents=[common],
+        help="write what students get (DIR and DIR.zip): notebooks, helpers, no solutions",
+        description=(
+            "Write the student handout to DIR and DIR.zip: the released notebooks (refused "
+            "when one is not a fresh release of its source), the student files (helpers/), the "
+            "install files, the data README, the autograder package without the sources (so "
+            "that `validate` works) and a README for students (autograder/handout_readme.md). "
+            "Every file is searched for the sources' solutions and hidden tests first; a hit "
+            "writes nothing (exit 1). Exit 2 when DIR or DIR.zip exists."
+        ),
+    )
+    handout.add_argument(
+        "--out", type=Path, default=Path("handout"), metavar="DIR", help="default: handout"
+    )
+    handout.add_argument(
+        "--release-dir",
+        type=Path,
+        default=REPO_ROOT,
+        help="where the student notebooks are (default: %(default)s)",
     )
 
     run = commands.add_parser(
@@ -244,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, course)
         if args.command == "validate":
             return _validate(args, course)
+        if args.command == "handout":
+            return _handout(args, course)
         return _grade(args, course)
     except LabError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -251,9 +276,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _course_extras(args: argparse.Namespace) -> dict:
-    if args.command == "release":
+    if args.command in ("release", "handout"):
         return {"release_dir": args.release_dir.resolve()}
     return {}
+
+
+def _handout(args: argparse.Namespace, course: Course) -> int:
+    from autograder.handout import HandoutError, OutputExists, build
+    from autograder.release import ReleaseError
+
+    try:
+        made = build(course, args.out)
+    except (HandoutError, ReleaseError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, OutputExists) else 1
+    size = made.archive.stat().st_size / 2**20
+    print(
+        f"wrote {made.folder} ({len(made.files)} files) and {made.archive} ({size:.1f} MiB); "
+        "no solutions or hidden tests in them (checked). Give students either."
+    )
+    return 0
 
 
 def _release(args: argparse.Namespace, course: Course) -> int:

@@ -10,6 +10,7 @@ from autograder.notebooks import Lab, LabError, load_lab
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COURSE_ROOT = Path(__file__).resolve().parent  # autograder/ is the nbgrader course root
+RELEASED = "released"  # <course root>/released/<lab>.ipynb: only in a student handout
 
 
 @dataclass(frozen=True)
@@ -45,27 +46,55 @@ class Course:
     def release_path(self, lab: str) -> Path:
         return self.release_dir / f"{lab}.ipynb"
 
+    def released_path(self, lab: str) -> Path:
+        """A student handout's unedited copy of the released notebook (see ``handout``)."""
+        return self.root / RELEASED / f"{lab}.ipynb"
+
     def load(self, lab: str) -> Lab:
         """The lab's parsed source notebook (``LabError`` naming the labs there are)."""
         path = self.source_path(lab)
         if not path.is_file():
             known = ", ".join(self.labs()) or "none"
-            raise LabError(f"no lab {lab!r} under {self.root / 'source'} (labs: {known})")
+            why = f"no lab {lab!r} under {self.root / 'source'} (labs: {known})"
+            if not self.labs() and self.released_labs():
+                why += (
+                    "; this is a student handout: without the solutions and hidden tests it "
+                    "can check a notebook (validate) but not grade, run or release one"
+                )
+            raise LabError(why)
+        return _load_cached(path, lab, path.stat().st_mtime_ns)
+
+    def released_labs(self) -> list[str]:
+        """Labs with a released copy under ``RELEASED`` (in a student handout)."""
+        return sorted(p.stem for p in (self.root / RELEASED).glob("*.ipynb"))
+
+    def checkable_labs(self) -> list[str]:
+        """Labs a notebook can be checked against: the sources, else the released copies."""
+        return self.labs() or self.released_labs()
+
+    def spec(self, lab: str) -> Lab:
+        """What ``validate`` checks against: the source, else (in a student handout, which has
+        no sources) the released notebook, whose cells, points and visible checks are the same
+        as the source's without the solutions and hidden tests."""
+        if self.labs() or not self.released_path(lab).is_file():
+            return self.load(lab)
+        path = self.released_path(lab)
         return _load_cached(path, lab, path.stat().st_mtime_ns)
 
     def infer_lab(self, grade_ids: set[str], file_stem: str = "") -> str | None:
         """The lab whose cells a notebook's grade_ids match best, else one named like the file."""
         best, best_count = None, 0
-        for lab in self.labs():
+        labs = self.checkable_labs()
+        for lab in labs:
             try:
-                count = len(grade_ids & set(self.load(lab).by_id))
+                count = len(grade_ids & set(self.spec(lab).by_id))
             except LabError:
                 continue
             if count > best_count:
                 best, best_count = lab, count
         if best:
             return best
-        return next((lab for lab in self.labs() if lab == file_stem or lab in file_stem), None)
+        return next((lab for lab in labs if lab == file_stem or lab in file_stem), None)
 
 
 @lru_cache(maxsize=16)

@@ -42,9 +42,9 @@ def validate(
     grade_ids = {str(m["grade_id"]) for m in map(nbgrader_meta, notebook.cells) if m}
     lab = lab or course.infer_lab(grade_ids, path.stem)
     if lab is None:
-        labs = ", ".join(course.labs()) or "none"
+        labs = ", ".join(course.checkable_labs()) or "none"
         return Validation(None, [f"{path.name}: which lab is this? Pass --lab (labs: {labs})."])
-    spec = course.load(lab)
+    spec = course.spec(lab)
     result = Validation(lab, [f"Checking {path.name} as {lab} (profile {profile})..."])
     changed = restore(notebook, spec).changes
     with workspace(course, f"{lab}.ipynb", data) as (cwd, extra):

@@ -1,0 +1,198 @@
+"""The student handout: everything a student needs, and nothing a student must not see.
+
+``python -m autograder handout --out DIR`` (``make handout``) writes the folder ``DIR`` and the
+same files as ``DIR.zip``:
+
+- the released notebooks (``<lab>.ipynb``), refused when a committed release is stale;
+- the course's student files (``helpers/``), the install files (``pyproject.toml``,
+  ``environment.yml``, ``Makefile``, ``.gitignore``), ``data/README.md`` and its manifest;
+- the ``autograder`` package without ``source/``, so that students can run ``validate``, with
+  an unedited copy of each released notebook (``autograder/released/``) to check against;
+- ``README.md``: the students' guide (``autograder/handout_readme.md``).
+
+Nothing else: no sources, tests, benchmarks or results. Before writing, every file is searched
+for the sources' solutions and hidden tests (a long line of one, or three lines in a row, that
+the release does not show); a hit stops the handout and names the file and line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from autograder.course import COURSE_ROOT, RELEASED, REPO_ROOT, Course
+from autograder.notebooks import (
+    HIDDEN_BEGIN,
+    HIDDEN_END,
+    SOLUTION_BEGIN,
+    SOLUTION_END,
+    source_text,
+)
+
+# Files of the repository a student gets as they are (paths relative to the repository).
+REPO_FILES = (
+    "pyproject.toml",
+    "environment.yml",
+    "Makefile",
+    ".gitignore",
+    "data/README.md",
+    "data/manifest.json",
+)
+STUDENT_README = COURSE_ROOT / "handout_readme.md"
+LONG_LINE = 40  # characters: a line this long from a solution is distinctive on its own
+RUN = 3  # lines in a row: a shorter run of solution lines may be ordinary code
+MAX_SHOWN = 10  # leaks named in the error
+ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # every zip entry's time, so that a handout is reproducible
+
+
+class HandoutError(RuntimeError):
+    """The handout cannot be written (a stale release, a leak)."""
+
+
+class OutputExists(HandoutError):
+    """The output folder or zip is there already (nothing is overwritten)."""
+
+
+@dataclass
+class Handout:
+    folder: Path
+    archive: Path
+    files: list[str]  # paths relative to ``folder``
+
+
+def build(course: Course, out: Path) -> Handout:
+    """Write the handout of every lab of ``course`` to ``out`` and ``out``.zip."""
+    from autograder.release import committed_matches
+
+    out = Path(out).resolve()
+    archive = out.with_name(out.name + ".zip")
+    if (out.exists() and (not out.is_dir() or any(out.iterdir()))) or archive.exists():
+        raise OutputExists(f"{out} or {archive.name} exists already; remove it or pick --out")
+    labs = course.labs()
+    if not labs:
+        raise HandoutError(f"no labs under {course.root / 'source'}")
+    files: dict[str, bytes] = {}
+    for lab in labs:
+        same, fresh = committed_matches(course, lab)
+        if not same:
+            raise HandoutError(
+                f"{course.release_path(lab)} is not a fresh release of its source: run "
+                "`make release` (it also checks the release) before making the handout"
+            )
+        files[f"{lab}.ipynb"] = files[f"autograder/{RELEASED}/{lab}.ipynb"] = fresh.encode()
+    for path in course.student_files:
+        files.update(_tree(path, path.name))
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        files[f"autograder/{path.name}"] = path.read_bytes()
+    for name in REPO_FILES:
+        files[name] = (REPO_ROOT / name).read_bytes()
+    files["README.md"] = STUDENT_README.read_bytes()
+    leaks = find_leaks(course, labs, files)
+    if len(leaks) > MAX_SHOWN:
+        leaks = [*leaks[:MAX_SHOWN], f"... and {len(leaks) - MAX_SHOWN} more"]
+    if leaks:
+        raise HandoutError(
+            "the handout would show solutions or hidden tests:\n  " + "\n  ".join(leaks)
+        )
+    _write(files, out, archive)
+    return Handout(out, archive, sorted(files))
+
+
+def _tree(root: Path, prefix: str) -> dict[str, bytes]:
+    if root.is_file():
+        return {prefix: root.read_bytes()}
+    found = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_file() and not any(
+            part == "__pycache__" or part.startswith(".") for part in relative.parts
+        ):
+            if path.suffix != ".pyc":
+                found[f"{prefix}/{relative.as_posix()}"] = path.read_bytes()
+    return found
+
+
+def _code_lines(text: str) -> list[str]:
+    """Stripped lines that say something (no blanks, no comments)."""
+    return [s for s in (line.strip() for line in text.split("\n")) if s and not s.startswith("#")]
+
+
+def _regions(source: str) -> list[str]:
+    """The solution and hidden-test regions of a cell's source, markers excluded."""
+    regions, inside = [], None
+    for line in source.split("\n"):
+        if SOLUTION_END in line or HIDDEN_END in line:
+            if inside is not None:
+                regions.append("\n".join(inside))
+            inside = None
+        elif inside is not None:
+            inside.append(line)
+        elif SOLUTION_BEGIN in line or HIDDEN_BEGIN in line:
+            inside = []
+    return regions
+
+
+def _signatures(lines: list[str]) -> set:
+    long = {line for line in lines if len(line) >= LONG_LINE}
+    runs = {tuple(lines[i : i + RUN]) for i in range(len(lines) - RUN + 1)}
+    return long | runs
+
+
+def find_leaks(course: Course, labs: list[str], files: dict[str, bytes]) -> list[str]:
+    """``file:line: ...`` for each place in ``files`` that shows a solution or hidden test."""
+    secret: dict = {}
+    for lab in labs:
+        shown = set()
+        for cell in nbformat.reads(files[f"{lab}.ipynb"].decode(), as_version=4).cells:
+            shown |= _signatures(_code_lines(source_text(cell)))
+        for cell in course.load(lab).notebook.cells:
+            for region in _regions(source_text(cell)):
+                for signature in _signatures(_code_lines(region)) - shown:
+                    secret.setdefault(signature, lab)
+    leaks = []
+    for name, data in sorted(files.items()):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if name.endswith(".ipynb"):
+            text = "\n".join(source_text(cell) for cell in nbformat.reads(text, 4).cells)
+            for marker in (SOLUTION_BEGIN, HIDDEN_BEGIN):
+                if marker in text:
+                    leaks.append(f"{name}: holds {marker!r}")
+        lines = _code_lines(text)
+        for index, line in enumerate(lines):
+            for signature in (line, tuple(lines[index : index + RUN])):
+                if signature in secret:
+                    what = line if isinstance(signature, str) else " / ".join(signature)
+                    leaks.append(f"{name}: {secret[signature]}'s solution or hidden test: {what}")
+    return leaks
+
+
+def _write(files: dict[str, bytes], out: Path, archive: Path) -> None:
+    """Write the folder and the zip beside ``out``; nothing is left half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        folder = scratch / out.name
+        packed = scratch / archive.name
+        with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as zipped:
+            for name, data in sorted(files.items()):
+                path = folder / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                entry = zipfile.ZipInfo(f"{out.name}/{name}", date_time=ZIP_TIME)
+                entry.external_attr = 0o644 << 16
+                zipped.writestr(entry, data, zipfile.ZIP_DEFLATED)
+        if out.is_dir():
+            out.rmdir()  # empty: checked by build
+        os.replace(folder, out)
+        os.replace(packed, archive)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
