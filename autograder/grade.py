@@ -598,6 +598,7 @@ def grade_submission(
         [index, _grade_id_at(restored, index), run.status, round(run.seconds, 2)]
         for index, run in sorted(execution.runs.items())
     ]
+    result["limits_hit"] = limits_hit(execution)
     if feedback_path:
         report.write_feedback(feedback_path, result, lab, restored, execution)
     return result
@@ -917,19 +918,52 @@ def load_results(out: Path) -> list[dict]:
     return results
 
 
-def _is_current(path: Path, submission: Submission, lab_sha: str, settings: Settings) -> bool:
+def limits_hit(execution: Execution) -> list[str]:
+    """Which limits a run ran into: ``time`` (a cell or the notebook timed out), ``memory``
+    (a ``MemoryError``, or a kernel that died: the cap is the usual killer)."""
+    runs = execution.runs.values()
+    hit = set()
+    if execution.stopped_status == "timeout" or any(r.status == "timeout" for r in runs):
+        hit.add("time")
+    if any(r.status == "dead" or r.ename == "MemoryError" for r in runs):
+        hit.add("memory")
+    return sorted(hit)
+
+
+def _raised(before: dict, limits: Limits, names: tuple[str, ...]) -> bool:
+    """Whether ``limits`` allows more than ``before`` did in any of ``names`` (0/None: none)."""
+    for name in names:
+        then, now = before.get(name), getattr(limits, name)
+        if then and (not now or now > then):
+            return True
+    return False
+
+
+def why_grade(path: Path, submission: Submission, lab_sha: str, settings: Settings) -> str:
+    """Why ``submission`` is graded now, given the result stored at ``path``: ``""`` when
+    that result holds (kept), ``"limits"`` when it ran out of time or memory under limits
+    lower than ``settings.limits``, else ``"new"`` (none stored, or a different submission,
+    source, profile or result format, or the grader failed on it)."""
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return False
-    return (
-        old.get("version") == RESULT_VERSION
+        return "new"
+    if not (
+        isinstance(old, dict)
+        and old.get("version") == RESULT_VERSION
         and not old.get("internal_error")
         and old.get("student") == submission.student
         and old.get("sha256") == file_sha256(submission.path)
         and old.get("source_sha256") == lab_sha
         and old.get("profile") == settings.profile
-    )
+    ):
+        return "new"
+    hit, before = old.get("limits_hit") or [], old.get("limits") or {}
+    if "time" in hit and _raised(before, settings.limits, ("cell_timeout", "notebook_timeout")):
+        return "limits"
+    if "memory" in hit and _raised(before, settings.limits, ("memory_mb",)):
+        return "limits"
+    return ""
 
 
 def _worker(submission: Submission, settings: Settings, out: str, notes: list[str]) -> dict:
@@ -1030,19 +1064,26 @@ def grade_batch(
         kept, batch.ignored = newest_per_student(found)
         for line in batch.ignored:
             log(f"two submissions for one student: {line}")
-        todo = []
+        todo, limited = [], 0
         for submission in kept:
             stored = results_dir(out, lab.name) / f"{safe_name(submission.student)}.json"
-            if not regrade and _is_current(stored, submission, lab_sha, settings):
-                batch.skipped.append(submission.student)
-            else:
+            why = "new" if regrade else why_grade(stored, submission, lab_sha, settings)
+            if why:
                 todo.append(submission)
+                limited += why == "limits"
+            else:
+                batch.skipped.append(submission.student)
         notes = {
             s.student: [line for line in batch.ignored if line.startswith(f"{s.student}: ")]
             for s in todo
         }
         if batch.skipped:
             log(f"{len(batch.skipped)} already graded (kept); {len(todo)} to grade")
+        if limited:
+            log(
+                f"{limited} graded again: they ran out of time or memory under lower limits "
+                "than this run's"
+            )
         if todo:
             hidden = hidden_paths(settings.course, out, [*inputs, scratch])
             settings = dataclasses.replace(settings, hidden=hidden)

@@ -9,6 +9,7 @@ submissions, graded once with --jobs 2.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import html
 import json
@@ -202,7 +203,7 @@ def test_an_oversized_submission_is_unreadable_without_being_read(tmp_path, monk
     stored = tmp_path / "huge.json"
     stored.write_text(json.dumps(result))
     lab = settings().course.load("toy")
-    assert grade._is_current(stored, submission, grade.lab_fingerprint(lab), settings())
+    assert grade.why_grade(stored, submission, grade.lab_fingerprint(lab), settings()) == ""
 
 
 def test_an_oversized_notebook_in_a_zip_is_cut_at_the_cap_and_refused(tmp_path, monkeypatch):
@@ -571,6 +572,31 @@ def test_rerunning_regrades_only_what_is_missing(batch, tmp_path):
     )
     assert report.graded == ["blank"]
     assert len(report.skipped) == len(list(batch["folder"].glob("*.ipynb"))) - 1
+    assert read_csv(out / "grades.csv") == read_csv(batch["out"] / "grades.csv")
+
+
+def test_a_rerun_with_higher_limits_regrades_who_ran_out_of_them(batch, tmp_path):
+    """Raised limits: only the students whose stored run hit that limit are graded again (the
+    batch built them: ``loop`` never ends; ``memory_bomb`` asks for 64 GiB; ``exits`` kills
+    its kernel, as the memory cap does); the others are kept. Lower limits keep everyone."""
+    out = tmp_path / "out"
+    shutil.copytree(batch["out"], out)
+    everyone = len(list(batch["folder"].glob("*.ipynb")))
+
+    def rerun(**limits) -> tuple[list[str], list[str]]:
+        lines: list[str] = []
+        again = dataclasses.replace(settings(), limits=dataclasses.replace(LIMITS, **limits))
+        report = grade_batch([batch["folder"]], out, again, progress=False, log=lines.append)
+        assert len(report.graded) + len(report.skipped) == everyone
+        return sorted(report.graded), lines
+
+    graded, lines = rerun(cell_timeout=LIMITS.cell_timeout + 1)
+    assert graded == ["loop"]
+    assert "1 graded again: they ran out of time or memory under lower limits" in "\n".join(lines)
+    assert statuses(grades_by_student(out), "loop")["toy_double"] == "timeout"  # still loops
+    assert rerun(notebook_timeout=None)[0] == ["loop"]  # no limit is a higher one
+    assert rerun(memory_mb=LIMITS.memory_mb + 1)[0] == ["exits", "memory_bomb"]
+    assert rerun(cell_timeout=2, notebook_timeout=30, memory_mb=2048)[0] == []
     assert read_csv(out / "grades.csv") == read_csv(batch["out"] / "grades.csv")
 
 
