@@ -88,11 +88,14 @@ from autograder.sandbox import SandboxSpec
 
 RESULT_VERSION = 1
 GRADING_ENV = {"NBGRADER_EXECUTION": "autograde"}
-# Severity order of statuses, most severe first: a student's total takes the first that occurs.
 # A submitted file larger than this is not read (``unreadable``): a notebook with the labs'
 # outputs is a few MiB; parsing a giant one (a loop that printed for hours) could take more
 # memory than its grading worker has.
 MAX_SUBMISSION_MB = 256
+# The disk space (MiB) extracting a zip of submissions leaves free at the least: a zip of many
+# large notebooks stops the run (exit 2) before it fills the disk.
+DISK_RESERVE_MB = 512
+# Severity order of statuses, most severe first: a student's total takes the first that occurs.
 STATUS_ORDER = ("unreadable", "error", "timeout", "tampered", "manual", "ok")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _CELL_FRAME = re.compile(r"Cell In\[(\d+)\], line (\d+)")
@@ -833,6 +836,7 @@ def _from_zip(path: Path, lab: str, scratch: Path) -> list[Submission]:
     """Extract a zip's notebooks (and nbgrader timestamps) safely under ``scratch``."""
     target = Path(tempfile.mkdtemp(prefix="zip-", dir=scratch))
     times: dict[Path, float] = {}
+    room = shutil.disk_usage(target).free - (DISK_RESERVE_MB << 20)  # bytes it may write
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             name = Path(info.filename)
@@ -846,7 +850,14 @@ def _from_zip(path: Path, lab: str, scratch: Path) -> list[Submission]:
             out.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(info) as source, open(out, "wb") as sink:
                 # at most one byte over the cap: enough for grade_submission to refuse it
-                _copy_at_most(source, sink, (MAX_SUBMISSION_MB << 20) + 1)
+                cap = (MAX_SUBMISSION_MB << 20) + 1
+                room -= _copy_at_most(source, sink, min(cap, max(room, 0) + 1))
+            if room < 0:
+                raise UsageError(
+                    f"{path}: its notebooks would leave less than {DISK_RESERVE_MB} MiB free "
+                    f"on the disk of {scratch}; free some space there, or set TMPDIR to a "
+                    "folder on a larger disk"
+                )
             times[out] = datetime(*info.date_time).timestamp()
     found = []
     for out in sorted(times):
@@ -858,13 +869,16 @@ def _from_zip(path: Path, lab: str, scratch: Path) -> list[Submission]:
     return found
 
 
-def _copy_at_most(source, sink, limit: int) -> None:
-    while limit > 0:
-        piece = source.read(min(1 << 20, limit))
+def _copy_at_most(source, sink, limit: int) -> int:
+    """Copy at most ``limit`` bytes; return how many were copied."""
+    copied = 0
+    while copied < limit:
+        piece = source.read(min(1 << 20, limit - copied))
         if not piece:
-            return
+            break
         sink.write(piece)
-        limit -= len(piece)
+        copied += len(piece)
+    return copied
 
 
 def newest_per_student(submissions: list[Submission]) -> tuple[list[Submission], list[str]]:

@@ -221,6 +221,38 @@ def test_an_oversized_notebook_in_a_zip_is_cut_at_the_cap_and_refused(tmp_path, 
     assert "a submission may have" in result["rows"][0]["message"]
 
 
+def test_a_zip_that_would_fill_the_disk_stops_the_run_before_it_does(tmp_path, monkeypatch):
+    """A zip of many notebooks, each under the size cap: extraction stops, naming the zip, as
+    soon as the disk would keep less than DISK_RESERVE_MB free (here: 3 MiB more than that
+    are free, and the zip holds three 2 MiB notebooks); grade exits 2 and writes no result."""
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for student in ("ann", "bob", "cy"):
+            bundle.writestr(f"{student}.ipynb", b"{" + b" " * (2 << 20) + b"}")
+    real = shutil.disk_usage
+
+    def nearly_full(path):
+        usage = real(path)
+        return usage._replace(free=(grade.DISK_RESERVE_MB + 3) << 20)
+
+    monkeypatch.setattr(grade.shutil, "disk_usage", nearly_full)
+    (tmp_path / "scratch").mkdir()
+    with pytest.raises(grade.UsageError, match=r"class.zip: its notebooks would leave less than"):
+        discover([archive], "toy", tmp_path / "scratch")
+    extracted = sum(p.stat().st_size for p in (tmp_path / "scratch").rglob("*") if p.is_file())
+    assert extracted <= (3 << 20) + 1  # stopped at the room there was, not after the zip
+    out = tmp_path / "out"
+    args = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", str(archive), "--out", str(out)]
+    assert cli.main(args) == 2
+    assert not list(out.glob(".results/*/*.json"))
+    monkeypatch.setattr(grade.shutil, "disk_usage", real)
+    assert [s.student for s in discover([archive], "toy", tmp_path / "scratch")] == [
+        "ann",
+        "bob",
+        "cy",
+    ]
+
+
 def test_restore_puts_back_deleted_edited_and_stripped_cells():
     """Are protected cells restored from the source, with what changed, in the right place?"""
     lab = load_lab(TOY_SOURCE, "toy")
