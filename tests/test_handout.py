@@ -8,7 +8,9 @@ and hidden-test regions, read here with nbformat, line by line.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -230,3 +232,16 @@ def test_a_stale_release_or_an_output_in_the_way_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out.zip").exists()
     assert cli.main([*args, "--out", str(tmp_path / "fresh")]) == 0
     assert (tmp_path / "fresh" / "toy.ipynb").is_file() and (tmp_path / "fresh.zip").is_file()
+
+
+def test_the_readmes_colab_cell_does_nothing_off_colab(tmp_path):
+    """Left in a submitted notebook, the students' Colab cell must not act when graded."""
+    readme = (COURSE_ROOT / "handout_readme.md").read_text()
+    (cell,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert 'if "google.colab" in sys.modules:' in cell
+    probe = cell + "\nimport json\nprint(json.dumps([os.getcwd(), sys.path[0], os.listdir()]))"
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == [str(tmp_path), "", []]  # "" is -c's own first entry
