@@ -87,6 +87,8 @@ def build(course: Course, out: Path) -> Handout:
             )
         files[f"{lab}.ipynb"] = files[f"autograder/{RELEASED}/{lab}.ipynb"] = fresh.encode()
     for path in course.student_files:
+        if not path.exists():
+            raise HandoutError(f"a student file of the course is missing: {path}")
         files.update(_tree(path, path.name))
     for path in sorted(Path(__file__).parent.glob("*.py")):
         files[f"autograder/{path.name}"] = path.read_bytes()

@@ -213,7 +213,7 @@ def test_a_real_solution_pasted_into_a_helper_stops_the_handout(tmp_path, lab):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["utils.py"]
 
 
-def test_a_stale_release_or_an_output_in_the_way_is_refused(tmp_path, capsys):
+def test_a_stale_release_a_missing_file_or_an_output_in_the_way_is_refused(tmp_path, capsys):
     (tmp_path / "release").mkdir()
     course = toy_course(tmp_path / "release")
     stale = tmp_path / "release" / "toy.ipynb"
@@ -222,7 +222,11 @@ def test_a_stale_release_or_an_output_in_the_way_is_refused(tmp_path, capsys):
         build(course, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
-    toy_course(tmp_path / "release")
+    gone = toy_course(tmp_path / "release", extra=(tmp_path / "helpers",))
+    with pytest.raises(HandoutError, match="a student file of the course is missing: .*helpers"):
+        build(gone, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("keep me")
     args = ["handout", "--course", str(TOY_ROOT), "--release-dir", str(tmp_path / "release")]
