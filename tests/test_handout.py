@@ -249,3 +249,23 @@ def test_the_readmes_colab_cell_does_nothing_off_colab(tmp_path):
     )
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout) == [str(tmp_path), "", []]  # "" is -c's own first entry
+
+
+def test_on_windows_the_command_says_what_to_do_instead_of_failing_an_import():
+    """On Windows (os.name faked) the entry point stops before importing the Unix-only
+    modules, with a message; at exit the probe prints whether autograder.cli was imported."""
+    probe = (
+        "import atexit, os, runpy, sys\n"
+        "atexit.register(lambda: print('autograder.cli' in sys.modules))\n"
+        "os.name = 'nt'\n"
+        "runpy.run_module('autograder', run_name='__main__')\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe, "validate", "x.ipynb"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 1 and "On Windows, run it in WSL" in ran.stderr
+    assert ran.stdout.strip() == "False"
