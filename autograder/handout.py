@@ -45,6 +45,7 @@ REPO_FILES = (
     "data/manifest.json",
 )
 STUDENT_README = COURSE_ROOT / "handout_readme.md"
+NAME = "HANDOUT_NAME"  # in STUDENT_README: the handout's folder (and zip) name
 LONG_LINE = 40  # characters: a line this long from a solution is distinctive on its own
 RUN = 3  # lines in a row: a shorter run of solution lines may be ordinary code
 MAX_SHOWN = 10  # leaks named in the error
@@ -94,7 +95,7 @@ def build(course: Course, out: Path) -> Handout:
         files[f"autograder/{path.name}"] = path.read_bytes()
     for name in REPO_FILES:
         files[name] = (REPO_ROOT / name).read_bytes()
-    files["README.md"] = STUDENT_README.read_bytes()
+    files["README.md"] = STUDENT_README.read_text().replace(NAME, out.name).encode()
     leaks = find_leaks(course, labs, files)
     if len(leaks) > MAX_SHOWN:
         leaks = [*leaks[:MAX_SHOWN], f"... and {len(leaks) - MAX_SHOWN} more"]

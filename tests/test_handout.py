@@ -104,7 +104,9 @@ def test_the_labs_handout_holds_what_students_need_and_no_solution(lab_handout):
         assert files[f"helpers/{helper.name}"] == helper.read_bytes()
     for needed in ("pyproject.toml", "environment.yml", "Makefile", "data/README.md"):
         assert files[needed] == (REPO_ROOT / needed).read_bytes()
-    assert files["README.md"] == (COURSE_ROOT / "handout_readme.md").read_bytes()
+    readme = (COURSE_ROOT / "handout_readme.md").read_text()
+    assert "/content/HANDOUT_NAME.zip" in readme  # the Colab cell's paths name the zip
+    assert files["README.md"].decode() == readme.replace("HANDOUT_NAME", "lab")
     assert {"autograder/validate.py", "autograder/__main__.py"} <= set(files)
     top = {name.split("/")[0] for name in files}
     assert not top & {"tests", "benchmarks", "docs", "runs", ".ci", "gpu_kit"}
