@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("notebook", type=Path, metavar="NOTEBOOK")
     validate.add_argument("--lab", help="default: inferred from the notebook's cells or name")
     validate.add_argument("--profile", default="smoke", help="default: smoke, as in grading")
+    validate.add_argument("--no-progress", action="store_true", help="no progress bar")
     _limit_options(validate)
 
     grade = commands.add_parser(
@@ -360,7 +361,8 @@ def _validate(args: argparse.Namespace, course: Course) -> int:
     if not args.notebook.is_file():
         print(f"error: no such notebook: {args.notebook}", file=sys.stderr)
         return 2
-    result = validate(args.notebook, course, args.lab, _limits(args), args.profile)
+    progress = not args.no_progress
+    result = validate(args.notebook, course, args.lab, _limits(args), args.profile, progress)
     print("\n".join(result.lines))
     return 0 if result.passed else 1
 

@@ -18,6 +18,7 @@ a cell.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import math
@@ -293,6 +294,20 @@ def execute(
         return asyncio.run(_execute(*args, None, judge, sandbox, preload))
     with open(kernel_log, "ab") as log:
         return asyncio.run(_execute(*args, log, judge, sandbox, preload))
+
+
+@contextlib.contextmanager
+def cell_progress(notebook: NotebookNode, desc: str, enabled: bool = True):
+    """A progress bar (tqdm, on stderr) over the code cells ``execute`` runs; yields its
+    ``on_cell`` callback, or None when not ``enabled``."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    total = sum(1 for c in notebook.cells if c.cell_type == "code" and c.source.strip())
+    with tqdm(total=total, desc=desc, unit="cell", file=sys.stderr) as bar:
+        yield lambda index, run: bar.update(1)
 
 
 def _new_client(

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 
 from autograder.course import REPO_ROOT, Course
-from autograder.execute import CellRun, Limits, execute
+from autograder.execute import Limits, cell_progress, execute
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -56,24 +56,15 @@ def run_lab(
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     limits = Limits(cell_timeout=cell_timeout, notebook_timeout=None, memory_mb=None)
     code_cells = sum(1 for c in notebook.cells if c.cell_type == "code" and c.source.strip())
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=code_cells, desc=f"{lab} ({profile})", unit="cell", file=sys.stderr)
-
-    def advance(index: int, run: CellRun) -> None:
-        if bar is not None:
-            bar.update(1)
-
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="autograder-run-") as cwd:
+    with (
+        tempfile.TemporaryDirectory(prefix="autograder-run-") as cwd,
+        cell_progress(notebook, f"{lab} ({profile})", progress) as advance,
+    ):
         execution = execute(
             notebook, cwd=Path(cwd), env=env, limits=limits, stop_on_error=True, on_cell=advance
         )
     seconds = time.monotonic() - began
-    if bar is not None:
-        bar.close()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path, figures_dir = output_paths(out_dir, lab, profile)

@@ -28,10 +28,16 @@ class Validation:
 
 
 def validate(
-    path: Path, course: Course, lab: str | None = None, limits: Limits = Limits(), profile="smoke"
+    path: Path,
+    course: Course,
+    lab: str | None = None,
+    limits: Limits = Limits(),
+    profile="smoke",
+    progress: bool = False,
 ) -> Validation:
-    """Run ``path`` as submitted and describe each autograded cell's result in plain words."""
-    from autograder.execute import execute, kernel_env
+    """Run ``path`` as submitted and describe each autograded cell's result in plain words
+    (``progress``: a bar over the cells on stderr while it runs)."""
+    from autograder.execute import cell_progress, execute, kernel_env
 
     path = Path(path)
     data = path.read_bytes()
@@ -47,10 +53,18 @@ def validate(
     spec = course.spec(lab)
     result = Validation(lab, [f"Checking {path.name} as {lab} (profile {profile})..."])
     changed = restore(notebook, spec).changes
-    with workspace(course, f"{lab}.ipynb", data) as (cwd, extra):
+    with (
+        workspace(course, f"{lab}.ipynb", data) as (cwd, extra),
+        cell_progress(notebook, f"checking {path.name}", progress) as advance,
+    ):
         env = kernel_env({**extra, **GRADING_ENV, "LAB_PROFILE": profile}, threads=limits.threads)
         execution = execute(
-            notebook, cwd=cwd, env=env, limits=limits, kernel_log=cwd.parent / "kernel.log"
+            notebook,
+            cwd=cwd,
+            env=env,
+            limits=limits,
+            on_cell=advance,
+            kernel_log=cwd.parent / "kernel.log",
         )
     positions = {}
     for index, cell in enumerate(execution.notebook.cells):

@@ -743,11 +743,15 @@ def test_a_kernel_that_cannot_start_is_the_graders_failure_not_the_students(tmp_
 def test_validate_tells_a_student_what_passes(tmp_path, release_text, capsys):
     good = write(tmp_path, "mine.ipynb", answered())
     assert cli.main(["validate", str(good), "--course", str(TOY_ROOT), "--timeout", "20"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "PASS     toy_double" in out and "WRITTEN  toy_q_why" in out
+    code_cells = sum(1 for cell in answered().cells if cell.cell_type == "code")
+    assert "checking mine.ipynb" in err and f"{code_cells}/{code_cells}" in err  # progress
     blank = write(tmp_path, "toy.ipynb", release_text)
-    assert cli.main(["validate", str(blank), "--course", str(TOY_ROOT), "--timeout", "20"]) == 1
-    out = capsys.readouterr().out
+    args = ["validate", str(blank), "--course", str(TOY_ROOT), "--timeout", "20", "--no-progress"]
+    assert cli.main(args) == 1
+    out, err = capsys.readouterr()
+    assert "checking" not in err
     assert "FAIL     toy_double" in out and "NotImplementedError" in out
 
 
