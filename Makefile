@@ -55,7 +55,7 @@ release: $(STAMP)
 	$(BIN)/python -m autograder release
 
 handout: $(STAMP)
-	$(BIN)/python -m autograder handout --out handout
+	$(BIN)/python -m autograder handout --out handout --replace
 endif
 
 data: $(STAMP)

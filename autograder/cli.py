@@ -93,11 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
             "install files, the data README, the autograder package without the sources (so "
             "that `validate` works) and a README for students (autograder/handout_readme.md). "
             "Every file is searched for the sources' solutions and hidden tests first; a hit "
-            "writes nothing (exit 1). Exit 2 when DIR or DIR.zip exists."
+            "writes nothing (exit 1). Exit 2 when DIR or DIR.zip exists, unless --replace and it is "
+            "an earlier handout."
         ),
     )
     handout.add_argument(
         "--out", type=Path, default=Path("handout"), metavar="DIR", help="default: handout"
+    )
+    handout.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace an earlier handout at DIR and DIR.zip (nothing else is replaced)",
     )
     handout.add_argument(
         "--release-dir",
@@ -287,7 +293,7 @@ def _handout(args: argparse.Namespace, course: Course) -> int:
     from autograder.release import ReleaseError
 
     try:
-        made = build(course, args.out)
+        made = build(course, args.out, replace=args.replace)
     except (HandoutError, ReleaseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, OutputExists) else 1

@@ -67,14 +67,22 @@ class Handout:
     files: list[str]  # paths relative to ``folder``
 
 
-def build(course: Course, out: Path) -> Handout:
-    """Write the handout of every lab of ``course`` to ``out`` and ``out``.zip."""
+def build(course: Course, out: Path, replace: bool = False) -> Handout:
+    """Write the handout of every lab of ``course`` to ``out`` and ``out``.zip; ``replace``: an
+    earlier handout there (and only a handout) is replaced."""
     from autograder.release import committed_matches
 
     out = Path(out).resolve()
     archive = out.with_name(out.name + ".zip")
-    if (out.exists() and (not out.is_dir() or any(out.iterdir()))) or archive.exists():
-        raise OutputExists(f"{out} or {archive.name} exists already; remove it or pick --out")
+    taken = [p for p in (out, archive) if p.exists() and not (p.is_dir() and not any(p.iterdir()))]
+    if taken and not replace:
+        raise OutputExists(
+            f"{' and '.join(map(str, taken))} exist(s) already; remove, replace (--replace) "
+            "or pick --out"
+        )
+    strangers = [p for p in taken if not _is_handout(p, out.name)]
+    if strangers:
+        raise OutputExists(f"{strangers[0]} is not a handout: not replaced; pick --out")
     labs = course.labs()
     if not labs:
         raise HandoutError(f"no labs under {course.root / 'source'}")
@@ -178,8 +186,20 @@ def find_leaks(course: Course, labs: list[str], files: dict[str, bytes]) -> list
     return leaks
 
 
+def _is_handout(path: Path, name: str) -> bool:
+    """Whether ``path`` (a folder or a zip) is a handout this command wrote."""
+    if path.is_dir():
+        return (path / "autograder" / RELEASED).is_dir()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.startswith(f"{name}/autograder/{RELEASED}/") for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _write(files: dict[str, bytes], out: Path, archive: Path) -> None:
-    """Write the folder and the zip beside ``out``; nothing is left half-written."""
+    """Write the folder and the zip beside ``out`` (an earlier folder there is replaced as a
+    whole); nothing is left half-written."""
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -194,7 +214,7 @@ def _write(files: dict[str, bytes], out: Path, archive: Path) -> None:
                 entry.external_attr = 0o644 << 16
                 zipped.writestr(entry, data, zipfile.ZIP_DEFLATED)
         if out.is_dir():
-            out.rmdir()  # empty: checked by build
+            os.replace(out, scratch / "earlier")  # empty, or a handout (checked by build)
         os.replace(folder, out)
         os.replace(packed, archive)
     finally:

@@ -215,7 +215,9 @@ def test_a_real_solution_pasted_into_a_helper_stops_the_handout(tmp_path, lab):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["utils.py"]
 
 
-def test_a_stale_release_a_missing_file_or_an_output_in_the_way_is_refused(tmp_path, capsys):
+def test_a_stale_release_a_missing_file_or_an_output_in_the_way_is_refused_or_replaced(
+    tmp_path, capsys
+):
     (tmp_path / "release").mkdir()
     course = toy_course(tmp_path / "release")
     stale = tmp_path / "release" / "toy.ipynb"
@@ -233,11 +235,25 @@ def test_a_stale_release_a_missing_file_or_an_output_in_the_way_is_refused(tmp_p
     (tmp_path / "out" / "mine.txt").write_text("keep me")
     args = ["handout", "--course", str(TOY_ROOT), "--release-dir", str(tmp_path / "release")]
     assert cli.main([*args, "--out", str(tmp_path / "out")]) == 2
-    assert "exists already" in capsys.readouterr().err
+    assert "exist(s) already" in capsys.readouterr().err
+    assert cli.main([*args, "--out", str(tmp_path / "out"), "--replace"]) == 2
+    assert "out is not a handout: not replaced" in capsys.readouterr().err
     assert (tmp_path / "out" / "mine.txt").read_text() == "keep me"
     assert not (tmp_path / "out.zip").exists()
-    assert cli.main([*args, "--out", str(tmp_path / "fresh")]) == 0
-    assert (tmp_path / "fresh" / "toy.ipynb").is_file() and (tmp_path / "fresh.zip").is_file()
+
+    fresh = tmp_path / "fresh"
+    assert cli.main([*args, "--out", str(fresh)]) == 0
+    assert (fresh / "toy.ipynb").is_file() and (tmp_path / "fresh.zip").is_file()
+    first = files_under(fresh)
+    (fresh / "stale.txt").write_text("from an earlier handout")
+    assert cli.main([*args, "--out", str(fresh)]) == 2  # not without --replace
+    assert cli.main([*args, "--out", str(fresh), "--replace"]) == 0
+    assert files_under(fresh) == first  # replaced as a whole: stale.txt is gone
+    (tmp_path / "fresh.zip").write_bytes(b"my own notes, not a zip")
+    assert cli.main([*args, "--out", str(fresh), "--replace"]) == 2
+    assert "fresh.zip is not a handout" in capsys.readouterr().err
+    assert (tmp_path / "fresh.zip").read_bytes() == b"my own notes, not a zip"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_the_readmes_colab_cell_does_nothing_off_colab(tmp_path):
