@@ -296,6 +296,11 @@ def execute(
         return asyncio.run(_execute(*args, log, judge, sandbox, preload))
 
 
+def code_cell_indices(notebook: NotebookNode) -> list[int]:
+    """The cells ``execute`` runs: code cells that are not blank."""
+    return [i for i, c in enumerate(notebook.cells) if c.cell_type == "code" and c.source.strip()]
+
+
 @contextlib.contextmanager
 def cell_progress(notebook: NotebookNode, desc: str, enabled: bool = True):
     """A progress bar (tqdm, on stderr) over the code cells ``execute`` runs; yields its
@@ -305,8 +310,9 @@ def cell_progress(notebook: NotebookNode, desc: str, enabled: bool = True):
         return
     from tqdm import tqdm
 
-    total = sum(1 for c in notebook.cells if c.cell_type == "code" and c.source.strip())
-    with tqdm(total=total, desc=desc, unit="cell", file=sys.stderr) as bar:
+    with tqdm(
+        total=len(code_cell_indices(notebook)), desc=desc, unit="cell", file=sys.stderr
+    ) as bar:
         yield lambda index, run: bar.update(1)
 
 
@@ -460,11 +466,7 @@ async def _execute(
     stopped: str | None = None
     stopped_status: str | None = None
     not_started: str | None = None
-    code_cells = [
-        index
-        for index, cell in enumerate(notebook.cells)
-        if cell.cell_type == "code" and cell.source.strip()
-    ]
+    code_cells = code_cell_indices(notebook)
     deadline = start + limits.notebook_timeout if limits.notebook_timeout else math.inf
     try:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 
 from autograder.course import REPO_ROOT, Course
-from autograder.execute import Limits, cell_progress, execute
+from autograder.execute import Limits, cell_progress, code_cell_indices, execute
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -55,7 +55,7 @@ def run_lab(
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     limits = Limits(cell_timeout=cell_timeout, notebook_timeout=None, memory_mb=None)
-    code_cells = sum(1 for c in notebook.cells if c.cell_type == "code" and c.source.strip())
+    code_cells = len(code_cell_indices(notebook))
     began = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="autograder-run-") as cwd,
