@@ -12,7 +12,7 @@ same files as ``DIR.zip``:
 
 Nothing else: no sources, tests, benchmarks or results. Before writing, every file is searched
 for the sources' solutions and hidden tests (a long line of one, or three lines in a row, that
-the release does not show); a hit stops the handout and names the file and line.
+the release does not show); a hit stops the handout and names the file and the line.
 """
 
 from __future__ import annotations
@@ -121,11 +121,9 @@ def _tree(root: Path, prefix: str) -> dict[str, bytes]:
     found = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if path.is_file() and not any(
-            part == "__pycache__" or part.startswith(".") for part in relative.parts
-        ):
-            if path.suffix != ".pyc":
-                found[f"{prefix}/{relative.as_posix()}"] = path.read_bytes()
+        hidden = any(part == "__pycache__" or part.startswith(".") for part in relative.parts)
+        if path.is_file() and not hidden and path.suffix != ".pyc":
+            found[f"{prefix}/{relative.as_posix()}"] = path.read_bytes()
     return found
 
 
@@ -156,7 +154,8 @@ def _signatures(lines: list[str]) -> set:
 
 
 def find_leaks(course: Course, labs: list[str], files: dict[str, bytes]) -> list[str]:
-    """``file:line: ...`` for each place in ``files`` that shows a solution or hidden test."""
+    """``<file>: <lab>'s solution or hidden test: <the line(s)>`` for each place in ``files``
+    that shows one, and ``<file>: holds <marker>`` for a notebook with a region marker."""
     secret: dict = {}
     for lab in labs:
         shown = set()
