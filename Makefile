@@ -6,6 +6,7 @@
 #   make data [FROM=path/to/cifar10-copy]     prepare CIFAR-10 and the dense checkpoint
 #   make check LAB=lab1_pruning               check a notebook as grading does (visible checks)
 #   make handout    write the student handout (handout/ and handout.zip: no solutions)
+#   make gradescope LAB=lab1_pruning          write gradescope-<lab>.zip, a Gradescope autograder
 
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ LAB ?= lab1_pruning
 PROFILE ?= smoke
 FROM ?=
 
-.PHONY: lab test run release data check handout venv lint format clean
+.PHONY: lab test run release data check handout gradescope venv lint format clean
 
 venv: $(STAMP)
 
@@ -40,7 +41,7 @@ check: $(STAMP)
 # The student handout (make handout) has no sources, tests or solutions: these targets are the
 # instructors'. There they stop before installing anything.
 ifeq ($(wildcard autograder/source),)
-test run release handout:
+test run release handout gradescope:
 	@echo "make $@: an instructors' target; this copy is the student handout (no sources or tests). Students: make lab, make check LAB=..." >&2; exit 2
 else
 test: $(STAMP)
@@ -56,6 +57,9 @@ release: $(STAMP)
 
 handout: $(STAMP)
 	$(BIN)/python -m autograder handout --out handout --replace
+
+gradescope: $(STAMP)
+	$(BIN)/python -m autograder gradescope --lab $(LAB) --replace
 endif
 
 data: $(STAMP)

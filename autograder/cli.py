@@ -1,4 +1,5 @@
-"""``python -m autograder``: release, hand out, run, validate, grade and export the labs.
+"""``python -m autograder``: release, hand out, run, validate, grade and export the labs, and
+write a Gradescope autograder.
 
 Exit status: 0 when the command did its job; 1 when a check failed (a refused release, a
 committed release out of date, a failing cell in ``run`` or ``validate``); 2 for wrong usage.
@@ -8,6 +9,7 @@ committed release out of date, a failing cell in ``run`` or ``validate``); 2 for
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path
 from autograder.course import COURSE_ROOT, REPO_ROOT, Course
 from autograder.execute import Limits
 from autograder.export import FORMATS, VISIBILITIES
+from autograder.gradescope import LIMITS as GRADESCOPE_LIMITS
 from autograder.notebooks import LabError
 
 
@@ -175,6 +178,34 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
     _limit_options(grade)
 
+    gradescope = commands.add_parser(
+        "gradescope",
+        parents=[common],
+        help="write a Gradescope autograder zip that grades each submission with this grader",
+        description=(
+            "Write the zip to upload as a Gradescope programming assignment's autograder: "
+            "setup.sh (installs Python 3.11+, PyTorch's CPU build and the course), "
+            "run_autograder (grades the submitted notebook as `grade` does and writes "
+            "results.json: one test per graded cell) and the course with this lab's source "
+            "notebook. The limits default to values that fit Gradescope's default 10-minute "
+            "run; raise the assignment's memory in Gradescope (see README). Exit 2 when --out "
+            "exists (unless --replace) or the lab is unknown."
+        ),
+    )
+    gradescope.add_argument("--lab", required=True)
+    gradescope.add_argument(
+        "--out", type=Path, metavar="FILE", help="default: gradescope-<lab>.zip"
+    )
+    gradescope.add_argument("--replace", action="store_true", help="overwrite --out")
+    gradescope.add_argument("--profile", default="smoke", help="default: smoke")
+    gradescope.add_argument(
+        "--visibility",
+        choices=VISIBILITIES,
+        default="visible",
+        help="when students see the tests and the score (default: visible)",
+    )
+    _limit_options(gradescope, GRADESCOPE_LIMITS)
+
     export = commands.add_parser(
         "export",
         help="write the grades in DIR as one gradebook CSV or as Gradescope results.json files",
@@ -220,8 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _limit_options(parser: argparse.ArgumentParser) -> None:
-    defaults = Limits()
+def _limit_options(parser: argparse.ArgumentParser, defaults: Limits = Limits()) -> None:
     parser.add_argument(
         "--timeout",
         type=_positive_float,
@@ -247,7 +277,7 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=_positive_int,
         default=None,
-        help="OMP/MKL/torch threads per kernel (default: CPU cores / jobs)",
+        help="OMP/MKL/torch threads per kernel (default: CPU cores / jobs; gradescope: 1)",
     )
 
 
@@ -276,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args, course)
         if args.command == "handout":
             return _handout(args, course)
+        if args.command == "gradescope":
+            return _gradescope(args, course)
         return _grade(args, course)
     except LabError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -301,6 +333,30 @@ def _handout(args: argparse.Namespace, course: Course) -> int:
     print(
         f"wrote {made.folder} ({len(made.files)} files) and {made.archive} ({size:.1f} MiB); "
         "no solutions or hidden tests in them (checked). Give students either."
+    )
+    return 0
+
+
+def _gradescope(args: argparse.Namespace, course: Course) -> int:
+    from autograder.gradescope import BundleError, build
+
+    out = args.out or Path(f"gradescope-{args.lab}.zip")
+    limits = _limits(args)
+    if args.threads is None:
+        limits = dataclasses.replace(limits, threads=GRADESCOPE_LIMITS.threads)
+    try:
+        made = build(
+            course, args.lab, out, limits, args.profile, args.visibility, replace=args.replace
+        )
+    except BundleError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    written = ", ".join(f"{name} ({points:g})" for name, points in made.written) or "none"
+    print(
+        f"wrote {out} ({len(made.files)} files, {out.stat().st_size / 2**20:.1f} MiB). On "
+        "Gradescope: a programming assignment; Configure Autograder, upload this zip; set "
+        f"Autograder Points to {made.points:g}; add the written answers as manual questions: "
+        f"{written}; raise its memory to 3 GB or more (the default 768 MB is too little; README)."
     )
     return 0
 

@@ -24,7 +24,7 @@ import io
 import json
 from pathlib import Path
 
-from autograder.grade import load_results, safe_name
+from autograder.grade import STATUS_ORDER, load_results, safe_name
 
 FORMATS = ("csv", "gradescope")
 # Gradescope's visibility settings, for tests and for the whole result.
@@ -97,18 +97,32 @@ def csv_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def gradescope_result(results: list[dict], several_labs: bool, visibility: str) -> dict:
-    """One student's ``results.json`` from their results (one per lab)."""
+def gradescope_result(
+    results: list[dict], several_labs: bool, visibility: str, written: bool = True
+) -> dict:
+    """One student's ``results.json`` from their results (one per lab). ``written``: include
+    the written answers as tests scoring 0 (``export``); without (the Gradescope autograder,
+    where they are graded as Gradescope's own manual questions) the output names them."""
     from autograder.report import number
 
     tests, summary = [], []
     for result in sorted(results, key=lambda r: r["lab"]):
+        rows = [row for row in result["rows"] if written or row["status"] != "manual"]
+        score, points, status = result["score"], result["max_score"], result["status"]
+        if not written:
+            score = sum(float(row["score"]) for row in rows)
+            points = sum(float(row["max_score"]) for row in rows)
+            status = min((row["status"] for row in rows), key=STATUS_ORDER.index, default="ok")
         summary.append(
-            f"{result['lab']}: {number(result['score'])} / {number(result['max_score'])} "
-            f"(status {result['status']}, graded {result['graded_at']})"
+            f"{result['lab']}: {number(score)} / {number(points)} "
+            f"(status {status}, graded {result['graded_at']})"
         )
+        by_hand = [row for row in result["rows"] if row not in rows]
+        if by_hand:
+            names = ", ".join(f"{row['question']} ({number(row['max_score'])})" for row in by_hand)
+            summary.append(f"Written answers, graded by hand on Gradescope: {names}.")
         summary += result.get("notes", [])
-        for row in result["rows"]:
+        for row in rows:
             manual = row["status"] == "manual"
             tests.append(
                 {

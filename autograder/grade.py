@@ -118,7 +118,7 @@ class Settings:
     limits: Limits = Limits()
     profile: str = "smoke"
     data_seed: Path | None = None  # LAB_DATA each submission gets a copy of (see prime_data)
-    hidden: tuple[Path, ...] = ()  # paths the student's kernel must not see (see hidden_paths)
+    hidden: tuple[Path, ...] = ()  # more paths the student's kernel must not see than hidden_paths
     skip: frozenset[str] = frozenset()  # grade_ids of locked cells not to run (tests only)
 
 
@@ -1099,7 +1099,7 @@ def grade_batch(
                 "than this run's"
             )
         if todo:
-            hidden = hidden_paths(settings.course, out, [*inputs, scratch])
+            hidden = hidden_paths(settings.course, out, [*inputs, scratch, *settings.hidden])
             settings = dataclasses.replace(settings, hidden=hidden)
             try:
                 log(f"isolation of students' kernels: {sandbox.check(SandboxSpec(hidden))}")

@@ -98,7 +98,7 @@ def build(course: Course, out: Path, replace: bool = False) -> Handout:
     for path in course.student_files:
         if not path.exists():
             raise HandoutError(f"a student file of the course is missing: {path}")
-        files.update(_tree(path, path.name))
+        files.update(file_tree(path, path.name))
     for path in sorted(Path(__file__).parent.glob("*.py")):
         files[f"autograder/{path.name}"] = path.read_bytes()
     for name in REPO_FILES:
@@ -115,7 +115,9 @@ def build(course: Course, out: Path, replace: bool = False) -> Handout:
     return Handout(out, archive, sorted(files))
 
 
-def _tree(root: Path, prefix: str) -> dict[str, bytes]:
+def file_tree(root: Path, prefix: str) -> dict[str, bytes]:
+    """The files of ``root`` (a file or a folder) as ``{prefix/relative path: bytes}``, without
+    dot-files, ``__pycache__`` and ``.pyc``."""
     if root.is_file():
         return {prefix: root.read_bytes()}
     found = {}
@@ -204,17 +206,24 @@ def _write(files: dict[str, bytes], out: Path, archive: Path) -> None:
     try:
         folder = scratch / out.name
         packed = scratch / archive.name
-        with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as zipped:
-            for name, data in sorted(files.items()):
-                path = folder / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                entry = zipfile.ZipInfo(f"{out.name}/{name}", date_time=ZIP_TIME)
-                entry.external_attr = 0o644 << 16
-                zipped.writestr(entry, data, zipfile.ZIP_DEFLATED)
+        for name, data in sorted(files.items()):
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        write_zip(packed, files, prefix=f"{out.name}/")
         if out.is_dir():
             os.replace(out, scratch / "earlier")  # empty, or a handout (checked by build)
         os.replace(folder, out)
         os.replace(packed, archive)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_zip(path: Path, files: dict[str, bytes], prefix: str = "", executable=()) -> None:
+    """Write ``files`` (name: bytes) to the zip ``path`` as ``prefix + name``, byte for byte the
+    same for the same files (fixed entry times); names in ``executable`` get mode 755."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name, data in sorted(files.items()):
+            entry = zipfile.ZipInfo(prefix + name, date_time=ZIP_TIME)
+            entry.external_attr = (0o755 if name in executable else 0o644) << 16
+            zipped.writestr(entry, data, zipfile.ZIP_DEFLATED)
