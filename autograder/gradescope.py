@@ -8,6 +8,8 @@ upload as a Gradescope programming assignment's autograder. Gradescope unpacks i
 - ``setup.sh``: a Python >= 3.11 (``python3`` when it is one, else one installed with uv:
   Gradescope's Ubuntu 22.04 image has 3.10), a virtual environment in ``/autograder/venv``,
   PyTorch's CPU build (``TORCH_INDEX_URL``, default PyTorch's CPU wheels) and the course;
+  then ``/autograder/source`` is made readable by root only (a student's kernel runs as
+  uid 65534 where the container allows no namespaces: ``autograder.sandbox``);
 - ``run_autograder``: ``python -m autograder.gradescope`` in ``course/``; should that die
   (out of memory, say) without writing ``results.json``, it writes one itself that says so;
 - ``gradescope.json``: the lab, profile, limits and visibility chosen when building;
@@ -76,6 +78,8 @@ fi
     ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 "$VENV/bin/python" -m pip install --quiet -e "$ROOT/source/course"
 "$VENV/bin/python" -c 'import autograder.gradescope, helpers, torch; print("torch", torch.__version__)'
+# the solutions and hidden tests: root only (a kernel without namespaces runs as nobody)
+chmod -R go-rwx "$ROOT/source"
 """
 
 RUN_AUTOGRADER = r"""#!/usr/bin/env bash

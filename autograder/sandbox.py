@@ -34,9 +34,13 @@ kernel also gets
 
 Without namespaces (``AUTOGRADER_SANDBOX=off``, or ``auto`` where the probe fails: Docker's
 default seccomp profile, Ubuntu's AppArmor restriction on unprivileged user namespaces) the
-launcher still kills every descendant and, for a non-root grader, caps processes at the user's
-current count plus ``max_processes`` (the limit counts all of that user's processes; root is
-exempt). ``AUTOGRADER_SANDBOX=require`` turns a machine without namespaces into a
+launcher still kills every descendant and caps processes at the kernel uid's current count plus
+``max_processes`` (the limit counts all of that uid's processes). A root grader (a container,
+Gradescope) still runs the kernel as uid 65534, its workspace handed to it, so that it reads
+only what any user may, writes only its workspace and world-writable folders, and cannot
+signal or trace the grader and the judge; nothing is hidden, though, so files meant to stay
+secret must not be readable by others. Where uid 65534 cannot enter a folder on the way to
+Python or to the workspace (no bind mounts here to work around it), the kernel stays root. ``AUTOGRADER_SANDBOX=require`` turns a machine without namespaces into a
 ``SandboxError``. ``describe`` says which isolation a spec gets here, as one line.
 
 The launcher half of this file (``enter`` and below) runs in the kernel's process before
@@ -195,19 +199,28 @@ def prepare(spec: SandboxSpec, cwd: Path, env: dict[str, str]) -> Launch:
         if not usable and mode == "require":
             raise _unavailable(details)
     cwd = Path(os.path.realpath(cwd))
-    if not usable:
-        nproc = 0 if os.geteuid() == 0 else _count_tasks(os.getuid()) + spec.max_processes
-        config = {"mode": "fallback", "nproc": nproc, "gid": gid, "grader": os.getpid()}
-        return Launch(config, _describe(spec, False, details, drop, uid), None, None)
-    assert isinstance(details, dict)
     workspace = Path(os.path.realpath(spec.workspace or cwd))
+    if not usable:
+        isolation = _describe(spec, False, details, drop, uid, workspace)
+        if drop and _cannot_drop(uid, gid, workspace) is None:
+            runtime = workspace / ".kernel"
+            runtime.mkdir(exist_ok=True)
+            _chown_tree(workspace, uid, gid)
+            config = {"mode": "fallback", "drop": True, "uid": uid, "gid": gid}
+            config.update(nproc=_count_tasks(uid) + spec.max_processes, grader=os.getpid())
+            return Launch(config, isolation, runtime, uid)
+        nproc = 0 if os.geteuid() == 0 else _count_tasks(os.getuid()) + spec.max_processes
+        config = {"mode": "fallback", "drop": False, "nproc": nproc, "gid": gid}
+        return Launch({**config, "grader": os.getpid()}, isolation, None, None)
+    assert isinstance(details, dict)
     runtime = workspace / ".kernel"
     runtime.mkdir(exist_ok=True)
     if drop:
         _chown_tree(workspace, uid, gid)
     config = _config(spec, cwd, workspace, env, uid, gid, drop, details)
     config["grader"] = os.getpid()  # the launcher's parent: checked after PR_SET_PDEATHSIG
-    return Launch(config, _describe(spec, True, details, drop, uid), runtime, uid if drop else None)
+    isolation = _describe(spec, True, details, drop, uid, workspace)
+    return Launch(config, isolation, runtime, uid if drop else None)
 
 
 def check(spec: SandboxSpec) -> str:
@@ -231,19 +244,30 @@ def _unavailable(details: dict | str) -> SandboxError:
 def describe(spec: SandboxSpec) -> str:
     """One line saying which isolation a kernel started with ``spec`` gets on this machine."""
     uid, gid, drop = _identity(spec)
+    workspace = Path(spec.workspace or Path(tempfile.gettempdir(), "autograder-workspace"))
     if sandbox_mode() == "off":
-        return _describe(spec, False, f"{MODE_VARIABLE}=off", drop, uid)
+        return _describe(spec, False, f"{MODE_VARIABLE}=off", drop, uid, workspace)
     usable, details = probe(uid, gid, drop)
-    return _describe(spec, usable, details, drop, uid)
+    return _describe(spec, usable, details, drop, uid, workspace)
 
 
-def _describe(spec: SandboxSpec, usable: bool, details: dict | str, drop: bool, uid: int) -> str:
+def _describe(
+    spec: SandboxSpec,
+    usable: bool,
+    details: dict | str,
+    drop: bool,
+    uid: int,
+    workspace: Path,
+) -> str:
     if not usable:
-        cap = (
-            "no process cap (root is exempt)"
-            if os.geteuid() == 0
-            else (f"nproc {spec.max_processes} above the user's current processes")
-        )
+        blocked = _cannot_drop(uid, uid, workspace) if drop else None  # drop: gid == uid
+        if drop and blocked is None:
+            who = f"uid {uid}" + (" (nobody)" if uid == NOBODY else "")
+            cap = f"{who}; nproc {spec.max_processes} above that uid's current processes"
+        elif os.geteuid() == 0:
+            cap = "as root" + (f" ({blocked})" if blocked else "") + "; no process cap"
+        else:
+            cap = f"nproc {spec.max_processes} above the user's current processes"
         return f"fallback: no namespaces ({details}); {cap}; descendants killed at the end"
     assert isinstance(details, dict)
     kinds = ["user"] if details.get("userns") else []
@@ -351,6 +375,17 @@ def _blocked_ancestor(path: str, uid: int, gid: int) -> str | None:
                 return folder
         except OSError:
             return None
+    return None
+
+
+def _cannot_drop(uid: int, gid: int, workspace: Path) -> str | None:
+    """Why a kernel without namespaces cannot run as ``uid`` (a folder on the way to Python
+    or to ``workspace`` that it cannot enter: nothing can be bound back without a mount
+    namespace), or None when it can."""
+    for path in [*_python_paths(), str(workspace)]:
+        blocked = _blocked_ancestor(path, uid, gid)
+        if blocked:
+            return f"uid {uid} cannot enter {blocked}"
     return None
 
 
@@ -606,6 +641,8 @@ def enter(config_text: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         details = _isolate(config) if namespaces else {}
+        if not namespaces and config["drop"]:
+            _become(config["uid"], config["gid"])
         if config["nproc"]:
             resource.setrlimit(resource.RLIMIT_NPROC, (config["nproc"], config["nproc"]))
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
@@ -685,10 +722,7 @@ def _isolate(config: dict) -> dict:
     os.chdir(config["cwd"])
     uid, gid = config["uid"], config["gid"]
     if config["drop"]:
-        os.setgroups([])
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-        _prctl(PR_SET_DUMPABLE, 1)  # else /proc/self belongs to root
+        _become(uid, gid)
         try:  # a user namespace of its own: RLIMIT_NPROC counts this kernel's processes only
             _unshare(CLONE_NEWUSER | CLONE_NEWNS)
             _map_ids(uid, gid)
@@ -697,6 +731,14 @@ def _isolate(config: dict) -> dict:
             pass
     _drop_capabilities()
     return details
+
+
+def _become(uid: int, gid: int) -> None:
+    """Leave root for ``uid``: no supplementary groups, no capabilities left."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    _prctl(PR_SET_DUMPABLE, 1)  # else /proc/self belongs to root
 
 
 def _cover(config: dict) -> None:

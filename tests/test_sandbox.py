@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import json
 import os
 import random
@@ -456,3 +457,101 @@ def test_require_fails_loudly_without_namespaces(monkeypatch):
     monkeypatch.setenv(MODE_VARIABLE, "sometimes")
     with pytest.raises(SandboxError, match="off, auto, require"):
         sandbox.check(spec)
+
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="a root grader's fallback needs root")
+
+
+@ROOT_ONLY
+def test_a_root_grader_without_namespaces_hands_the_kernel_to_nobody(base, monkeypatch):
+    """Without namespaces, does a root grader still prepare the kernel to run as uid 65534,
+    its workspace handed over and its connection in the workspace, and say so?"""
+    monkeypatch.setenv(MODE_VARIABLE, "off")
+    monkeypatch.setattr(sandbox, "_cannot_drop", lambda *args: None)
+    root, cwd, env = workspace_in(base)
+    launch = sandbox.prepare(SandboxSpec(workspace=root), cwd, env)
+    assert launch.config["drop"] and launch.config["uid"] == sandbox.NOBODY
+    assert launch.uid == sandbox.NOBODY and launch.runtime == root / ".kernel"
+    assert {p.stat().st_uid for p in [root, *root.rglob("*")]} == {sandbox.NOBODY}
+    assert "; uid 65534 (nobody); nproc 256 above" in launch.isolation
+
+
+@ROOT_ONLY
+def test_a_root_graders_kernel_without_namespaces_cannot_read_write_or_signal(base, monkeypatch):
+    """The launcher's fallback half, run as a kernel runs it: after it returns, is the process
+    uid 65534, unable to read a root-only file, write a root-owned one or signal the grader?
+    (Only modules loaded before the switch are used: this machine's Python may lie where
+    uid 65534 cannot enter, which is why the grader checks that before choosing the switch.)"""
+    monkeypatch.setenv(MODE_VARIABLE, "off")
+    monkeypatch.setattr(sandbox, "_cannot_drop", lambda *args: None)
+    secret, outside = base / "secret.txt", base / "outside.txt"
+    secret.write_text("secret")
+    secret.chmod(0o600)
+    outside.write_text("outside")
+    root, cwd, env = workspace_in(base)
+    launch = sandbox.prepare(SandboxSpec(workspace=root), cwd, env)
+    connection = launch.runtime / "kernel.json"
+    connection.write_text("{}")
+    probe = f"""
+import os
+seen = [os.getuid(), os.getgid(), os.getgroups()]
+for act in (lambda: open({str(secret)!r}).read(), lambda: open({str(outside)!r}, "w"),
+            lambda: os.kill({os.getpid()}, 0), lambda: open({str(cwd / "mine.txt")!r}, "w")):
+    try:
+        act()
+        seen.append("allowed")
+    except OSError as error:
+        seen.append(error.errno)
+print(seen, flush=True)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", launch.code(str(connection)) + probe],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = [sandbox.NOBODY, sandbox.NOBODY, [], errno.EACCES, errno.EACCES, errno.EPERM]
+    assert done.stdout.strip() == str([*expected, "allowed"])
+    assert connection.stat().st_uid == sandbox.NOBODY
+    assert outside.read_text() == "outside"
+
+
+@ROOT_ONLY
+def test_a_python_out_of_nobodys_reach_keeps_the_kernel_root_and_says_why(base, monkeypatch):
+    """When uid 65534 cannot enter a folder on the way to Python (no bind mount can help
+    without namespaces), does the kernel stay root, the line saying which folder?"""
+    monkeypatch.setenv(MODE_VARIABLE, "off")
+    locked = base / "locked"
+    (locked / "python" / "bin").mkdir(parents=True)
+    locked.chmod(0o700)
+    monkeypatch.setattr(sandbox, "_python_paths", lambda: [str(locked / "python" / "bin")])
+    root, cwd, env = workspace_in(base)
+    launch = sandbox.prepare(SandboxSpec(workspace=root), cwd, env)
+    assert not launch.config["drop"] and launch.uid is None and launch.runtime is None
+    assert f"as root (uid 65534 cannot enter {locked}); no process cap" in launch.isolation
+    locked.chmod(0o755)
+    assert sandbox._cannot_drop(sandbox.NOBODY, sandbox.NOBODY, root) is None
+
+
+@ROOT_ONLY
+def test_a_kernel_run_by_nobody_without_namespaces_grades_as_usual(base, monkeypatch):
+    """A whole kernel (ipykernel, PyTorch) as uid 65534 without namespaces: where this
+    machine's Python is within that uid's reach (a container's /usr, Gradescope's venv)."""
+    monkeypatch.setenv(MODE_VARIABLE, "off")
+    blocked = sandbox._cannot_drop(sandbox.NOBODY, sandbox.NOBODY, base / "workspace")
+    if blocked:
+        pytest.skip(f"this machine's Python is out of uid 65534's reach: {blocked}")
+    secret = base / "secret.txt"
+    secret.write_text("secret")
+    secret.chmod(0o600)
+    cells = [
+        "import os\nassert os.getuid() == 65534",
+        f"open({str(secret)!r}).read()",
+        "import torch\nopen('mine.txt', 'w').write(str(torch.ones(2).sum().item()))",
+    ]
+    limits = dataclasses.replace(LIMITS, memory_mb=8192)  # PyTorch maps more than 2 GiB
+    execution = run(cells, SandboxSpec(), base, limits=limits)
+    assert statuses(execution) == ["ok", "error", "ok"], why(execution)
+    assert execution.runs[1].ename == "PermissionError"
