@@ -130,6 +130,7 @@ class Submission:
     path: Path  # a readable local file (extracted from a zip when needed)
     origin: str  # what to show the instructor: the path, or zip!member
     timestamp: float  # seconds since the epoch: nbgrader's timestamp.txt, else the mtime
+    refused: str = ""  # why the file is not read (it is graded unreadable), if it is not
 
 
 @dataclass
@@ -551,6 +552,8 @@ def grade_submission(
             report.write_feedback(feedback_path, result, lab, None, None)
         return result
 
+    if submission.refused:
+        return unreadable(submission.refused, file_sha256(submission.path))
     size = submission.path.stat().st_size
     if size > MAX_SUBMISSION_MB << 20:  # not read: parsing it could take the worker's memory
         return unreadable(
@@ -827,9 +830,15 @@ def discover(inputs: Iterable[Path], lab: str, scratch: Path) -> list[Submission
 
 
 def _from_file(path: Path, lab: str, root: Path | None, scratch: Path) -> list[Submission]:
+    student = _student_for(path, lab, root)
+    if root is not None and path.is_symlink():
+        # Not followed: a link in a submissions folder (an LMS zip unpacked with `unzip`, an
+        # upload) would have the grader read whatever it points to, the solutions included.
+        why = "a symbolic link, not a notebook file: submit the notebook itself"
+        return [Submission(student, path, str(path), _timestamp(path), refused=why)]
     if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
         return _from_zip(path, lab, scratch)
-    return [Submission(_student_for(path, lab, root), path, str(path), _timestamp(path))]
+    return [Submission(student, path, str(path), _timestamp(path))]
 
 
 def _from_zip(path: Path, lab: str, scratch: Path) -> list[Submission]:

@@ -784,3 +784,22 @@ def test_figures_are_extracted_as_png(tmp_path):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[output])])
     (written,) = extract_figures(notebook, tmp_path / "figs")
     assert written.read_bytes() == png
+
+
+def test_a_symbolic_link_in_a_submissions_folder_is_not_followed(tmp_path):
+    """A notebook in a submissions folder that is a symbolic link to the source (solutions
+    and all): is it graded unreadable, without the grader reading what it points to, while a
+    link the instructor names on the command line is followed?"""
+    folder = tmp_path / "in"
+    write(folder, "bob.ipynb", answered())
+    (folder / "mallory.ipynb").symlink_to(TOY_SOURCE)
+    (tmp_path / "named.ipynb").symlink_to(folder / "bob.ipynb")
+    out = tmp_path / "out"
+    grade_batch([folder, tmp_path / "named.ipynb"], out, settings(), progress=False, log=print)
+    table = grades_by_student(out)
+    assert set(statuses(table, "mallory").values()) == {"unreadable"}
+    assert set(scores(table, "mallory").values()) == {0}
+    (stored,) = [r for r in grade.load_results(out) if r["student"] == "mallory"]
+    assert all("symbolic link" in row["message"] for row in stored["rows"])
+    for student in ("bob", "named"):
+        assert scores(table, student) == FULL
