@@ -788,15 +788,17 @@ def test_figures_are_extracted_as_png(tmp_path):
 
 def test_a_symbolic_link_in_a_submissions_folder_is_not_followed(tmp_path):
     """A notebook in a submissions folder that is a symbolic link to the source (solutions
-    and all): is it graded unreadable, without the grader reading what it points to, while a
-    link the instructor names on the command line is followed?"""
+    and all): is it graded unreadable, without the grader reading what it points to, a linked
+    folder not searched, and a link the instructor names on the command line followed?"""
     folder = tmp_path / "in"
     write(folder, "bob.ipynb", answered())
     (folder / "mallory.ipynb").symlink_to(TOY_SOURCE)
+    (folder / "eve").symlink_to(TOY_SOURCE.parent)  # a linked folder is not searched
     (tmp_path / "named.ipynb").symlink_to(folder / "bob.ipynb")
     out = tmp_path / "out"
     grade_batch([folder, tmp_path / "named.ipynb"], out, settings(), progress=False, log=print)
     table = grades_by_student(out)
+    assert set(table) == {"bob", "mallory", "named"}
     assert set(statuses(table, "mallory").values()) == {"unreadable"}
     assert set(scores(table, "mallory").values()) == {0}
     (stored,) = [r for r in grade.load_results(out) if r["student"] == "mallory"]
