@@ -1056,7 +1056,7 @@ def _follow_grader(grader: int) -> None:
 
 
 def grade_batch(
-    inputs: Iterable[Path],
+    inputs: Iterable[Path | Submission],
     out: Path,
     settings: Settings,
     jobs: int = 1,
@@ -1064,11 +1064,12 @@ def grade_batch(
     regrade: bool = False,
     log=print,
 ) -> BatchReport:
-    """Grade every submission found in ``inputs`` into ``out`` (resumable; see module doc)."""
+    """Grade every submission found in ``inputs`` (files, folders, zips, or submissions found
+    already) into ``out`` (resumable; see module doc)."""
     from autograder import report
 
     out = Path(out)
-    inputs = [Path(p) for p in inputs]
+    inputs = [p if isinstance(p, Submission) else Path(p) for p in inputs]
     lab = settings.course.load(settings.lab)
     lab_sha = lab_fingerprint(lab)
     lock = lock_output(out)
@@ -1080,7 +1081,9 @@ def grade_batch(
     try:
         found = []
         for given in inputs:
-            mine = discover([given], lab.name, scratch)
+            mine = (
+                [given] if isinstance(given, Submission) else discover([given], lab.name, scratch)
+            )
             if not mine:
                 log(f"warning: no notebook found in {given}")
             found += mine
@@ -1108,7 +1111,8 @@ def grade_batch(
                 "than this run's"
             )
         if todo:
-            hidden = hidden_paths(settings.course, out, [*inputs, scratch, *settings.hidden])
+            given = [getattr(p, "path", p) for p in inputs]
+            hidden = hidden_paths(settings.course, out, [*given, scratch, *settings.hidden])
             settings = dataclasses.replace(settings, hidden=hidden)
             try:
                 log(f"isolation of students' kernels: {sandbox.check(SandboxSpec(hidden))}")

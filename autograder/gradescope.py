@@ -212,7 +212,7 @@ def run(root: Path, log=print) -> dict:
                     hidden=(root / "source", root / "submission", root / "results"),
                 )
                 out = scratch / "graded"
-                batch = grade_batch([chosen.path], out, settings, progress=False, log=log)
+                batch = grade_batch([chosen], out, settings, progress=False, log=log)
                 (result,) = [r for r in batch.results if r["lab"] == lab]
                 value = gradescope_result([result], False, visibility, written=False)
                 value["output"] = f"{note}\n{value['output']}"

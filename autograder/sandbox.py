@@ -40,8 +40,9 @@ Gradescope) still runs the kernel as uid 65534, its workspace handed to it, so t
 only what any user may, writes only its workspace and world-writable folders, and cannot
 signal or trace the grader and the judge; nothing is hidden, though, so files meant to stay
 secret must not be readable by others. Where uid 65534 cannot enter a folder on the way to
-Python or to the workspace (no bind mounts here to work around it), the kernel stays root. ``AUTOGRADER_SANDBOX=require`` turns a machine without namespaces into a
-``SandboxError``. ``describe`` says which isolation a spec gets here, as one line.
+Python or to the workspace (no bind mounts here to work around it), the kernel stays root.
+``AUTOGRADER_SANDBOX=require`` turns a machine without namespaces into a ``SandboxError``.
+``describe`` says which isolation a spec gets here, as one line.
 
 The launcher half of this file (``enter`` and below) runs in the kernel's process before
 ipykernel and uses the standard library only.

@@ -131,6 +131,17 @@ def test_of_several_notebooks_the_one_named_like_the_lab_is_graded(bundle, tmp_p
     assert "Graded toy.ipynb; not graded: scratch.ipynb" in value["output"]
 
 
+def test_a_symbolic_link_to_the_solutions_is_not_followed(bundle, tmp_path):
+    """A submission that is a link to the lab's source (solutions and hidden tests, which
+    the grader could read): unreadable, 0 points, rather than the solutions' marks?"""
+    lay_out(bundle, tmp_path, {})
+    source = tmp_path / "source" / "course" / "autograder" / "source" / "toy" / "toy.ipynb"
+    (tmp_path / "submission" / "toy.ipynb").symlink_to(source)
+    value = run_in(tmp_path)
+    assert value["score"] == 0 and value["tests"]
+    assert all("symbolic link" in test["output"] for test in value["tests"])
+
+
 def test_several_notebooks_none_named_like_the_lab_score_0_with_their_names(bundle, tmp_path):
     submitted = {"a.ipynb": notebook_bytes(answered()), "b.ipynb": notebook_bytes(answered())}
     value = run_autograder(bundle, tmp_path, submitted)
