@@ -67,8 +67,10 @@ for candidate in python3.13 python3.12 python3.11 python3; do
 done
 if [ -z "$found" ]; then
     echo "no Python >= 3.11 with venv here: installing one with uv"
-    python3 -m pip install --quiet uv || {
-        apt-get update && apt-get install -y python3-pip && python3 -m pip install --quiet uv
+    pip_uv() { python3 -m pip install --quiet "$@" uv; }
+    # --break-system-packages: an image whose python3 refuses pip (PEP 668, Ubuntu 24.04)
+    pip_uv || pip_uv --break-system-packages || {
+        apt-get update && apt-get install -y python3-pip && { pip_uv || pip_uv --break-system-packages; }
     }
     # a Python outside /root, so that a kernel run as nobody can start it
     UV_PYTHON_INSTALL_DIR=/opt/uv-python python3 -m uv venv --seed --python 3.11 "$VENV"
