@@ -531,6 +531,14 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def submission_sha256(submission: Submission) -> str:
+    """What identifies a submission's content: the file's bytes, or for a link that is not
+    followed the link itself (what it points to is never read)."""
+    if submission.refused:
+        return sha256(os.fsencode(os.readlink(submission.path)))
+    return file_sha256(submission.path)
+
+
 def lab_fingerprint(lab: Lab) -> str:
     """Changes when the lab's source notebook changes (results graded before are then stale)."""
     return sha256(lab.path.read_bytes())
@@ -553,7 +561,7 @@ def grade_submission(
         return result
 
     if submission.refused:
-        return unreadable(submission.refused, file_sha256(submission.path))
+        return unreadable(submission.refused, submission_sha256(submission))
     size = submission.path.stat().st_size
     if size > MAX_SUBMISSION_MB << 20:  # not read: parsing it could take the worker's memory
         return unreadable(
@@ -976,7 +984,7 @@ def why_grade(path: Path, submission: Submission, lab_sha: str, settings: Settin
         and old.get("version") == RESULT_VERSION
         and not old.get("internal_error")
         and old.get("student") == submission.student
-        and old.get("sha256") == file_sha256(submission.path)
+        and old.get("sha256") == submission_sha256(submission)
         and old.get("source_sha256") == lab_sha
         and old.get("profile") == settings.profile
     ):
@@ -1010,7 +1018,7 @@ def internal_error_result(submission: Submission, settings: Settings, why: str) 
     rows = [
         _row(q.grade_id, 0.0, q.points, "error", f"the grader failed: {why}") for q in lab.questions
     ]
-    digest = file_sha256(submission.path) if submission.path.is_file() else sha256(b"")
+    digest = submission_sha256(submission) if submission.path.is_file() else sha256(b"")
     result = _result(submission, settings, lab, digest, rows, [f"internal grader error: {why}"])
     result["internal_error"] = True
     return result

@@ -805,3 +805,5 @@ def test_a_symbolic_link_in_a_submissions_folder_is_not_followed(tmp_path):
     assert all("symbolic link" in row["message"] for row in stored["rows"])
     for student in ("bob", "named"):
         assert scores(table, student) == FULL
+    again = grade_batch([folder], out, settings(), progress=False, log=print)
+    assert "mallory" in again.skipped and not again.graded  # an unchanged link is kept
