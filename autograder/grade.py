@@ -174,7 +174,9 @@ def workspace(
         for path in course.student_files:
             if path.is_dir():
                 shutil.copytree(
-                    path, lib / path.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                    path,
+                    lib / path.name,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"),
                 )
             elif path.is_file():
                 shutil.copy2(path, lib / path.name)
