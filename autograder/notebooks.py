@@ -185,6 +185,23 @@ def load_lab(path: Path, name: str | None = None) -> Lab:
     return Lab(name=name or path.stem, path=path, notebook=notebook, cells=tuple(cells))
 
 
+MAX_DEPTH = 100  # JSON nesting a notebook may have (Jupyter's own stay under 20)
+TOO_DEEP = f"the file is not a notebook: its JSON is nested more than {MAX_DEPTH} levels deep"
+
+
+def _nested_at_most(value: object, limit: int) -> bool:
+    """Whether lists and dicts in ``value`` nest at most ``limit`` deep (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
 def read_submission(data: bytes) -> NotebookNode:
     """Parse a submitted file into a notebook, or raise ``Unreadable`` saying why."""
     if not data.strip():
@@ -198,6 +215,10 @@ def read_submission(data: bytes) -> NotebookNode:
             f"the file is not a notebook: it is not valid JSON ({error.msg} at line "
             f"{error.lineno}); was it edited by hand or truncated?"
         ) from None
+    except RecursionError:
+        raise Unreadable(TOO_DEEP) from None
+    if not _nested_at_most(raw, MAX_DEPTH):
+        raise Unreadable(TOO_DEEP)  # later steps (copies, reports) recurse through it
     if not isinstance(raw, dict) or "nbformat" not in raw:
         raise Unreadable("the file is JSON but not a Jupyter notebook")
     if raw.get("nbformat") != 4:

@@ -177,6 +177,15 @@ def test_release_is_refused_when_tests_do_not_separate_solution_and_blank(tmp_pa
             ).encode(),
             "no nbgrader metadata",
         ),
+        (b"[" * 5000 + b"]" * 5000, "nested more than 100"),  # json.loads: RecursionError
+        (
+            b'{"nbformat": 4, "cells": [{"cell_type": "raw", "source": "", "metadata": '
+            + b'{"a": ' * 300
+            + b"1"
+            + b"}" * 300
+            + b"}]}",
+            "nested more than 100",  # parses, but no notebook nests so deep
+        ),
     ],
 )
 def test_unreadable_submissions_say_why(content, reason):
