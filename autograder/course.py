@@ -97,6 +97,21 @@ class Course:
         return next((lab for lab in labs if lab == file_stem or lab in file_stem), None)
 
 
+def file_tree(root: Path, prefix: str) -> dict[str, bytes]:
+    """The files of ``root`` (a student file or folder) as ``{prefix/relative path: bytes}``,
+    without dot-files, ``__pycache__`` and ``.pyc``: what a student has of it, in the handout,
+    the Gradescope zip and every grading workspace."""
+    if root.is_file():
+        return {prefix: root.read_bytes()}
+    found = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        hidden = any(part == "__pycache__" or part.startswith(".") for part in relative.parts)
+        if path.is_file() and not hidden and path.suffix != ".pyc":
+            found[f"{prefix}/{relative.as_posix()}"] = path.read_bytes()
+    return found
+
+
 @lru_cache(maxsize=16)
 def _load_cached(path: Path, lab: str, mtime_ns: int) -> Lab:
     return load_lab(path, lab)

@@ -71,7 +71,7 @@ from pathlib import Path
 import nbformat
 
 from autograder import forking, sandbox
-from autograder.course import REPO_ROOT, Course
+from autograder.course import REPO_ROOT, Course, file_tree
 from autograder.execute import Execution, JudgeSpec, Limits, execute, kernel_env
 from autograder.notebooks import (
     Lab,
@@ -118,7 +118,7 @@ class Settings:
     limits: Limits = Limits()
     profile: str = "smoke"
     data_seed: Path | None = None  # LAB_DATA each submission gets a copy of (see prime_data)
-    hidden: tuple[Path, ...] = ()  # more paths the student's kernel must not see than hidden_paths
+    hidden: tuple[Path, ...] = ()  # paths to hide from the student's kernel besides hidden_paths
     skip: frozenset[str] = frozenset()  # grade_ids of locked cells not to run (tests only)
 
 
@@ -172,14 +172,10 @@ def workspace(
             data_dir.mkdir()
         (work / notebook_name).write_bytes(data)
         for path in course.student_files:
-            if path.is_dir():
-                shutil.copytree(
-                    path,
-                    lib / path.name,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"),
-                )
-            elif path.is_file():
-                shutil.copy2(path, lib / path.name)
+            if path.exists():
+                for name, content in file_tree(path, path.name).items():
+                    (lib / name).parent.mkdir(parents=True, exist_ok=True)
+                    (lib / name).write_bytes(content)
         if judge:
             shutil.copy2(Path(__file__).with_name("judge_runtime.py"), lib / "autograder_judge.py")
         extra = {

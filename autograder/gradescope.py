@@ -37,7 +37,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from autograder.course import REPO_ROOT, Course
+from autograder.course import REPO_ROOT, Course, file_tree
 from autograder.execute import Limits
 from autograder.notebooks import AUTOGRADED_KINDS
 
@@ -127,7 +127,7 @@ def build(
     replace: bool = False,
 ) -> Bundle:
     """Write the Gradescope autograder zip for ``lab`` to ``out``."""
-    from autograder.handout import file_tree, write_zip
+    from autograder.handout import write_zip
 
     out = Path(out)
     if out.exists() and not replace:

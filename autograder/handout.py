@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.course import COURSE_ROOT, RELEASED, REPO_ROOT, Course
+from autograder.course import COURSE_ROOT, RELEASED, REPO_ROOT, Course, file_tree
 from autograder.notebooks import (
     HIDDEN_BEGIN,
     HIDDEN_END,
@@ -113,20 +113,6 @@ def build(course: Course, out: Path, replace: bool = False) -> Handout:
         )
     _write(files, out, archive)
     return Handout(out, archive, sorted(files))
-
-
-def file_tree(root: Path, prefix: str) -> dict[str, bytes]:
-    """The files of ``root`` (a file or a folder) as ``{prefix/relative path: bytes}``, without
-    dot-files, ``__pycache__`` and ``.pyc``."""
-    if root.is_file():
-        return {prefix: root.read_bytes()}
-    found = {}
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        hidden = any(part == "__pycache__" or part.startswith(".") for part in relative.parts)
-        if path.is_file() and not hidden and path.suffix != ".pyc":
-            found[f"{prefix}/{relative.as_posix()}"] = path.read_bytes()
-    return found
 
 
 def _code_lines(text: str) -> list[str]:
