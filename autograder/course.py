@@ -81,6 +81,16 @@ class Course:
         path = self.released_path(lab)
         return _load_cached(path, lab, path.stat().st_mtime_ns)
 
+    def student_tree(self, prefix: str = "") -> dict[str, bytes]:
+        """The files of every student file and folder (``file_tree``), named ``prefix + name``;
+        ``FileNotFoundError`` naming a student file that is missing."""
+        found: dict[str, bytes] = {}
+        for path in self.student_files:
+            if not path.exists():
+                raise FileNotFoundError(f"a student file of the course is missing: {path}")
+            found.update(file_tree(path, prefix + path.name))
+        return found
+
     def infer_lab(self, grade_ids: set[str], file_stem: str = "") -> str | None:
         """The lab whose cells a notebook's grade_ids match best, else one named like the file."""
         best, best_count = None, 0

@@ -37,7 +37,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from autograder.course import REPO_ROOT, Course, file_tree
+from autograder.course import REPO_ROOT, Course
 from autograder.execute import Limits
 from autograder.notebooks import AUTOGRADED_KINDS
 
@@ -127,7 +127,7 @@ def build(
     replace: bool = False,
 ) -> Bundle:
     """Write the Gradescope autograder zip for ``lab`` to ``out``."""
-    from autograder.handout import write_zip
+    from autograder.handout import package_files, write_zip
 
     out = Path(out)
     if out.exists() and not replace:
@@ -143,12 +143,11 @@ def build(
         "student_files": [path.name for path in course.student_files],
     }
     files[CONFIG] = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
-    for path in course.student_files:
-        if not path.exists():
-            raise BundleError(f"a student file of the course is missing: {path}")
-        files.update(file_tree(path, f"course/{path.name}"))
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        files[f"course/autograder/{path.name}"] = path.read_bytes()
+    try:
+        files.update(course.student_tree("course/"))
+    except FileNotFoundError as error:
+        raise BundleError(str(error)) from None
+    files.update(package_files("course/autograder/"))
     files["course/autograder/nbgrader_config.py"] = course.config_file.read_bytes()
     files[f"course/autograder/source/{lab}/{lab}.ipynb"] = source.read_bytes()
     files["course/pyproject.toml"] = (REPO_ROOT / "pyproject.toml").read_bytes()

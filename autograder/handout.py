@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.course import COURSE_ROOT, RELEASED, REPO_ROOT, Course, file_tree
+from autograder.course import COURSE_ROOT, RELEASED, REPO_ROOT, Course
 from autograder.notebooks import (
     HIDDEN_BEGIN,
     HIDDEN_END,
@@ -49,6 +49,7 @@ NAME = "HANDOUT_NAME"  # in STUDENT_README: the handout's folder (and zip) name
 LONG_LINE = 40  # characters: a line this long from a solution is distinctive on its own
 RUN = 3  # lines in a row: a shorter run of solution lines may be ordinary code
 MAX_SHOWN = 10  # leaks named in the error
+PACKAGE = Path(__file__).parent  # the autograder package
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # every zip entry's time, so that a handout is reproducible
 
 
@@ -95,12 +96,11 @@ def build(course: Course, out: Path, replace: bool = False) -> Handout:
                 "`make release` (it also checks the release) before making the handout"
             )
         files[f"{lab}.ipynb"] = files[f"autograder/{RELEASED}/{lab}.ipynb"] = fresh.encode()
-    for path in course.student_files:
-        if not path.exists():
-            raise HandoutError(f"a student file of the course is missing: {path}")
-        files.update(file_tree(path, path.name))
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        files[f"autograder/{path.name}"] = path.read_bytes()
+    try:
+        files.update(course.student_tree())
+    except FileNotFoundError as error:
+        raise HandoutError(str(error)) from None
+    files.update(package_files("autograder/"))
     for name in REPO_FILES:
         files[name] = (REPO_ROOT / name).read_bytes()
     files["README.md"] = STUDENT_README.read_text().replace(NAME, out.name).encode()
@@ -203,6 +203,11 @@ def _write(files: dict[str, bytes], out: Path, archive: Path) -> None:
         os.replace(packed, archive)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def package_files(prefix: str) -> dict[str, bytes]:
+    """The ``autograder`` package's modules (no sources, no data), named ``prefix + file``."""
+    return {prefix + path.name: path.read_bytes() for path in sorted(PACKAGE.glob("*.py"))}
 
 
 def write_zip(path: Path, files: dict[str, bytes], prefix: str = "", executable=()) -> None:
