@@ -202,8 +202,9 @@ def prepare(spec: SandboxSpec, cwd: Path, env: dict[str, str]) -> Launch:
     cwd = Path(os.path.realpath(cwd))
     workspace = Path(os.path.realpath(spec.workspace or cwd))
     if not usable:
-        isolation = _describe(spec, False, details, drop, uid, workspace)
-        if drop and _cannot_drop(uid, gid, workspace) is None:
+        blocked = _cannot_drop(uid, gid, workspace) if drop else None
+        isolation = _describe(spec, False, details, drop, uid, blocked)
+        if drop and blocked is None:
             runtime = workspace / ".kernel"
             runtime.mkdir(exist_ok=True)
             _chown_tree(workspace, uid, gid)
@@ -220,7 +221,7 @@ def prepare(spec: SandboxSpec, cwd: Path, env: dict[str, str]) -> Launch:
         _chown_tree(workspace, uid, gid)
     config = _config(spec, cwd, workspace, env, uid, gid, drop, details)
     config["grader"] = os.getpid()  # the launcher's parent: checked after PR_SET_PDEATHSIG
-    isolation = _describe(spec, True, details, drop, uid, workspace)
+    isolation = _describe(spec, True, details, drop, uid, None)
     return Launch(config, isolation, runtime, uid if drop else None)
 
 
@@ -246,10 +247,11 @@ def describe(spec: SandboxSpec) -> str:
     """One line saying which isolation a kernel started with ``spec`` gets on this machine."""
     uid, gid, drop = _identity(spec)
     workspace = Path(spec.workspace or Path(tempfile.gettempdir(), "autograder-workspace"))
+    blocked = _cannot_drop(uid, gid, workspace) if drop else None
     if sandbox_mode() == "off":
-        return _describe(spec, False, f"{MODE_VARIABLE}=off", drop, uid, workspace)
+        return _describe(spec, False, f"{MODE_VARIABLE}=off", drop, uid, blocked)
     usable, details = probe(uid, gid, drop)
-    return _describe(spec, usable, details, drop, uid, workspace)
+    return _describe(spec, usable, details, drop, uid, blocked)
 
 
 def _describe(
@@ -258,10 +260,10 @@ def _describe(
     details: dict | str,
     drop: bool,
     uid: int,
-    workspace: Path,
+    blocked: str | None,
 ) -> str:
+    """``blocked``: why a kernel without namespaces stays root (``_cannot_drop``), or None."""
     if not usable:
-        blocked = _cannot_drop(uid, uid, workspace) if drop else None  # drop: gid == uid
         if drop and blocked is None:
             who = f"uid {uid}" + (" (nobody)" if uid == NOBODY else "")
             cap = f"{who}; nproc {spec.max_processes} above that uid's current processes"
