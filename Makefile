@@ -7,6 +7,7 @@
 #   make check LAB=lab1_pruning               check a notebook as grading does (visible checks)
 #   make handout    write the student handout (handout/ and handout.zip: no solutions)
 #   make gradescope LAB=lab1_pruning          write gradescope-<lab>.zip, a Gradescope autograder
+#   make gradescope LAB=lab1_pruning TRY=nb.ipynb   ... then run it here on nb.ipynb as Gradescope would
 
 PYTHON ?= python3
 VENV := .venv
@@ -15,6 +16,7 @@ STAMP := $(VENV)/.installed
 LAB ?= lab1_pruning
 PROFILE ?= smoke
 FROM ?=
+TRY ?=
 
 .PHONY: lab test run release data check handout gradescope venv lint format clean
 
@@ -59,7 +61,7 @@ handout: $(STAMP)
 	$(BIN)/python -m autograder handout --out handout --replace
 
 gradescope: $(STAMP)
-	$(BIN)/python -m autograder gradescope --lab $(LAB) --replace
+	$(BIN)/python -m autograder gradescope --lab $(LAB) --replace $(if $(TRY),--try $(TRY))
 endif
 
 data: $(STAMP)

@@ -204,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="visible",
         help="when students see the tests and the score (default: visible)",
     )
+    gradescope.add_argument(
+        "--try",
+        dest="tries",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="NOTEBOOK",
+        help="then run the zip's run_autograder here on NOTEBOOK, as Gradescope would, and "
+        "print what the student would see (repeatable; the zip's own code, this Python)",
+    )
     _limit_options(gradescope, GRADESCOPE_LIMITS)
 
     export = commands.add_parser(
@@ -338,9 +348,13 @@ def _handout(args: argparse.Namespace, course: Course) -> int:
 
 
 def _gradescope(args: argparse.Namespace, course: Course) -> int:
-    from autograder.gradescope import BundleError, build
+    from autograder.gradescope import BundleError, build, try_locally
 
     out = args.out or Path(f"gradescope-{args.lab}.zip")
+    missing = [str(path) for path in args.tries if not path.is_file()]
+    if missing:
+        print(f"error: --try: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
     limits = _limits(args)
     if args.threads is None:
         limits = dataclasses.replace(limits, threads=GRADESCOPE_LIMITS.threads)
@@ -358,7 +372,27 @@ def _gradescope(args: argparse.Namespace, course: Course) -> int:
         f"Autograder Points to {made.points:g}; add the written answers as manual questions: "
         f"{written}; raise its memory to 3 GB or more (the default 768 MB is too little; README)."
     )
+    for path in args.tries:
+        print(f"\ntrying {out} on {path} (run_autograder in a scratch /autograder) ...", flush=True)
+        value = try_locally(out, {path.name: path.read_bytes()})
+        print(_student_view(path, value))
     return 0
+
+
+def _student_view(path: Path, value: dict) -> str:
+    """A Gradescope ``results.json`` as lines: the score, then each test (its output's first
+    line). The run's own log, just printed, ends with the result's output."""
+    if not value["tests"]:
+        return f"{path}: score {value['score']:g}, no tests (the output above says why)"
+    points = sum(test.get("max_score", 0) for test in value["tests"])
+    lines = [f"{path}: score {value['score']:g} / {points:g}, test by test:"]
+    for test in value["tests"]:
+        first = (test.get("output") or "").strip().splitlines()[:1]
+        lines.append(
+            f"  {test['name']}: {test['score']:g} / {test['max_score']:g}"
+            + (f"  {first[0]}" if first else "")
+        )
+    return "\n".join(lines)
 
 
 def _release(args: argparse.Namespace, course: Course) -> int:

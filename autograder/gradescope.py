@@ -32,8 +32,11 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import traceback
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,6 +46,7 @@ from autograder.notebooks import AUTOGRADED_KINDS
 
 CONFIG = "gradescope.json"
 ROOT_VARIABLE = "GRADESCOPE_ROOT"  # /autograder unless set (the tests set it)
+PYTHON_VARIABLE = "GRADESCOPE_PYTHON"  # <root>/venv/bin/python unless set
 # Gradescope's defaults (its documentation): a 10-minute timeout for the whole run, 768 MB of
 # memory and half a CPU. The limits below keep a hanging notebook inside those 10 minutes, so
 # that the student still sees which cells passed; the memory must be raised (see README).
@@ -228,6 +232,38 @@ def run(root: Path, log=print) -> dict:
         return value
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def lay_out(bundle: Path, root: Path, submitted: dict[str, bytes]) -> None:
+    """Lay out ``root`` as Gradescope's ``/autograder`` for one submission: the zip unpacked
+    in ``source/``, ``submitted`` (file name: content) in ``submission/``."""
+    with zipfile.ZipFile(bundle) as archive:
+        archive.extractall(root / "source")
+    (root / "submission").mkdir(parents=True)
+    for name, data in submitted.items():
+        (root / "submission" / name).write_bytes(data)
+
+
+def local_command(root: Path, python: str = sys.executable) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run a laid-out ``root``'s ``run_autograder`` here, as
+    Gradescope runs it, with ``python`` in place of the venv ``setup.sh`` makes."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({ROOT_VARIABLE: str(root), PYTHON_VARIABLE: python})
+    return ["bash", str(root / "source" / "run_autograder")], env
+
+
+def try_locally(bundle: Path, submitted: dict[str, bytes], quiet: bool = False) -> dict:
+    """Run ``bundle``'s ``run_autograder`` on one submission in a scratch ``/autograder``
+    (this Python, the zip's own code) and return its ``results.json``."""
+    root = Path(tempfile.mkdtemp(prefix="gradescope-try-"))
+    try:
+        lay_out(bundle, root, submitted)
+        command, env = local_command(root)
+        output = subprocess.DEVNULL if quiet else None
+        subprocess.run(command, cwd=root, env=env, stdout=output, stderr=output, check=False)
+        return json.loads((root / "results" / "results.json").read_text())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,14 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a fresh clone
 
 from autograder.course import Course  # noqa: E402
-from autograder.gradescope import build  # noqa: E402
+from autograder.gradescope import build, lay_out, local_command  # noqa: E402
 from autograder.sandbox import descendants  # noqa: E402
 from benchmarks.grading import load_text, machine  # noqa: E402
 
@@ -52,13 +51,8 @@ def pss_mib(pids: list[int]) -> float:
 
 
 def run_once(bundle: Path, notebook: bytes, name: str, folder: Path, cpus: int) -> dict:
-    with zipfile.ZipFile(bundle) as archive:
-        archive.extractall(folder / "source")
-    (folder / "submission").mkdir()
-    (folder / "submission" / name).write_bytes(notebook)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(GRADESCOPE_ROOT=str(folder), GRADESCOPE_PYTHON=sys.executable)
-    command = ["bash", str(folder / "source" / "run_autograder")]
+    lay_out(bundle, folder, {name: notebook})
+    command, env = local_command(folder)
     if cpus:
         command = ["taskset", "-c", f"0-{cpus - 1}", *command]
     start = time.perf_counter()

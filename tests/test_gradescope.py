@@ -11,7 +11,6 @@ tests run ``run_autograder`` with this test's Python (``GRADESCOPE_PYTHON``).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -25,7 +24,7 @@ from toy import TOY_ROOT, answered, read_csv, with_solution
 from autograder import cli
 from autograder.course import Course
 from autograder.grade import Settings, grade_batch
-from autograder.gradescope import CONFIG, EXECUTABLE, LIMITS, build
+from autograder.gradescope import CONFIG, EXECUTABLE, LIMITS, build, lay_out, local_command
 from autograder.notebooks import AUTOGRADED_KINDS
 
 pytestmark = pytest.mark.timeout(300)
@@ -39,28 +38,10 @@ def bundle(tmp_path_factory) -> Path:
     return path
 
 
-def lay_out(bundle: Path, folder: Path, submitted: dict[str, bytes]) -> None:
-    """Lay out ``folder`` as Gradescope's /autograder: the zip in source/, ``submitted`` in
-    submission/."""
-    with zipfile.ZipFile(bundle) as archive:
-        archive.extractall(folder / "source")
-    (folder / "submission").mkdir()
-    for name, data in submitted.items():
-        (folder / "submission" / name).write_bytes(data)
-
-
 def run_in(folder: Path, python: str = sys.executable) -> dict:
     """Run ``run_autograder`` in a laid-out ``folder``; return its results.json."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(GRADESCOPE_ROOT=str(folder), GRADESCOPE_PYTHON=python)
-    done = subprocess.run(
-        ["bash", str(folder / "source" / "run_autograder")],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    command, env = local_command(folder, python)
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=240)
     results = folder / "results" / "results.json"
     assert results.is_file(), done.stdout + done.stderr
     return json.loads(results.read_text())
@@ -202,3 +183,33 @@ def test_wrong_usage_exits_2_and_keeps_what_is_there(tmp_path, capsys):
     assert out.read_bytes() == b"mine" and "exists" in capsys.readouterr().err
     assert cli.main(["gradescope", "--lab", "nope", "--out", str(tmp_path / "n.zip")]) == 2
     assert not (tmp_path / "n.zip").exists()
+
+
+def test_try_prints_what_each_student_would_get(tmp_path, capsys):
+    """``gradescope --try`` on a correct and a wrong notebook: is each one's score and every
+    test's score the one run_autograder writes for it in a laid-out folder?"""
+    right, wrong = tmp_path / "right.ipynb", tmp_path / "wrong.ipynb"
+    nbformat.write(answered(), right)
+    nbformat.write(
+        with_solution(answered(), "toy_double_solution", "def double(x):\n    return 2 * abs(x)"),
+        wrong,
+    )
+    out = tmp_path / "toy.zip"
+    args = ["gradescope", "--course", str(TOY_ROOT), "--lab", "toy", "--out", str(out)]
+    assert cli.main([*args, "--try", str(right), "--try", str(wrong)]) == 0
+    printed = capsys.readouterr().out
+    for path in (right, wrong):
+        value = run_autograder(out, tmp_path / path.stem, {path.name: path.read_bytes()})
+        points = sum(test["max_score"] for test in value["tests"])
+        assert f"{path}: score {value['score']:g} / {points:g}, test by test:" in printed
+        for test in value["tests"]:
+            assert f"  {test['name']}: {test['score']:g} / {test['max_score']:g}" in printed
+    assert f"{right}: score {points:g} / {points:g}" in printed
+    assert f"{wrong}: score {points:g} /" not in printed
+
+
+def test_try_with_a_missing_notebook_exits_2_before_writing(tmp_path, capsys):
+    out = tmp_path / "toy.zip"
+    args = ["gradescope", "--course", str(TOY_ROOT), "--lab", "toy", "--out", str(out)]
+    assert cli.main([*args, "--try", str(tmp_path / "nope.ipynb")]) == 2
+    assert not out.exists() and "no such file" in capsys.readouterr().err
