@@ -32,6 +32,7 @@ from autograder.notebooks import (
     HIDDEN_END,
     SOLUTION_BEGIN,
     SOLUTION_END,
+    marked_regions,
     source_text,
 )
 
@@ -121,17 +122,13 @@ def _code_lines(text: str) -> list[str]:
 
 
 def _regions(source: str) -> list[str]:
-    """The solution and hidden-test regions of a cell's source, markers excluded."""
-    regions, inside = [], None
-    for line in source.split("\n"):
-        if SOLUTION_END in line or HIDDEN_END in line:
-            if inside is not None:
-                regions.append("\n".join(inside))
-            inside = None
-        elif inside is not None:
-            inside.append(line)
-        elif SOLUTION_BEGIN in line or HIDDEN_BEGIN in line:
-            inside = []
+    """The solution and hidden-test regions of a cell's source, delimiter lines excluded."""
+    lines = source.split("\n")
+    regions = []
+    for begin, end in ((SOLUTION_BEGIN, SOLUTION_END), (HIDDEN_BEGIN, HIDDEN_END)):
+        for numbers in marked_regions(source, begin, end):
+            inner = [lines[n - 1] for n in numbers[1:]]
+            regions.append("\n".join(line for line in inner if end not in line))
     return regions
 
 

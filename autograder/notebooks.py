@@ -121,17 +121,24 @@ def cell_kind(cell: dict) -> str | None:
     return None
 
 
+def marked_regions(source: str, begin: str, end: str) -> list[list[int]]:
+    """The 1-based line numbers of each region from a line holding ``begin`` to the next line
+    holding ``end``, delimiters included (an unclosed region runs to the last line)."""
+    regions: list[list[int]] = []
+    inside = False
+    for number, line in enumerate(source.split("\n"), start=1):
+        if not inside and begin in line:
+            inside = True
+            regions.append([])
+        if inside:
+            regions[-1].append(number)
+            inside = end not in line
+    return regions
+
+
 def hidden_lines(source: str) -> set[int]:
     """1-based line numbers inside a hidden-test region (delimiters included)."""
-    hidden, inside = set(), False
-    for number, line in enumerate(source.split("\n"), start=1):
-        if HIDDEN_BEGIN in line:
-            inside = True
-        if inside:
-            hidden.add(number)
-        if HIDDEN_END in line:
-            inside = False
-    return hidden
+    return {n for region in marked_regions(source, HIDDEN_BEGIN, HIDDEN_END) for n in region}
 
 
 def strip_hidden(source: str) -> str:

@@ -23,8 +23,18 @@ from toy import TOY_ROOT, answered
 
 from autograder import cli
 from autograder.course import COURSE_ROOT, REPO_ROOT, Course
-from autograder.handout import HandoutError, build
-from autograder.notebooks import PROTECTED_KINDS, LabError, restore
+from autograder.handout import HandoutError, _regions, build
+from autograder.notebooks import (
+    HIDDEN_BEGIN,
+    HIDDEN_END,
+    PROTECTED_KINDS,
+    SOLUTION_BEGIN,
+    SOLUTION_END,
+    LabError,
+    hidden_lines,
+    marked_regions,
+    restore,
+)
 from autograder.release import generate
 
 pytestmark = pytest.mark.timeout(300)
@@ -287,3 +297,14 @@ def test_on_windows_the_command_says_what_to_do_instead_of_failing_an_import():
     )
     assert ran.returncode == 1 and "On Windows, run it in WSL" in ran.stderr
     assert ran.stdout.strip() == "False"
+
+
+def test_marked_regions_delimiters_included_and_an_unclosed_one_runs_to_the_end():
+    """Counted by hand: lines 2-4 and 8-9 are hidden, 5-7 the solution; the leak search
+    reads the regions' inner lines, the unclosed hidden region included."""
+    source = "\n".join(
+        ["a", HIDDEN_BEGIN, "b", HIDDEN_END, SOLUTION_BEGIN, "y", SOLUTION_END, HIDDEN_BEGIN, "d"]
+    )
+    assert hidden_lines(source) == {2, 3, 4, 8, 9}
+    assert marked_regions(source, SOLUTION_BEGIN, SOLUTION_END) == [[5, 6, 7]]
+    assert sorted(_regions(source)) == ["b", "d", "y"]
