@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Grade each SUBMISSION: a notebook file (student = file name without extension), "
             "a folder of them, an nbgrader submitted/ tree (submitted/<student>/<lab>/<lab>"
-            ".ipynb) or a zip of those. Test and locked cells are restored from the source "
+            ".ipynb) or a zip of those; in a folder, a notebook in a subfolder belongs to the "
+            "subfolder directly below (one per student: README). Test and locked cells are restored from the source "
             "(status tampered when changed); each notebook runs in its own kernel under "
             "LAB_PROFILE=smoke with time and memory limits. Results are kept per student in "
             "DIR/.results/, so running the same command again after an interruption grades "

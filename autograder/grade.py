@@ -532,7 +532,7 @@ def file_sha256(path: Path) -> str:
 def submission_sha256(submission: Submission) -> str:
     """What identifies a submission's content: the file's bytes, or for a link that is not
     followed the link itself (what it points to is never read)."""
-    if submission.refused:
+    if submission.refused and submission.path.is_symlink():
         return sha256(os.fsencode(os.readlink(submission.path)))
     return file_sha256(submission.path)
 
@@ -779,21 +779,59 @@ def _frames(line: str, count: int | None) -> Iterable[re.Match]:
 
 
 def safe_name(student: str) -> str:
-    """A student id usable as a file name."""
-    name = re.sub(r"[^\w.@+-]", "_", student).strip("._") or "student"
-    return name[:120]
+    """A student id usable as a file name, and a different one for each id: an id made of
+    lowercase letters, digits and ``_.@+-`` (at most 120 characters, not starting with ``.`` or
+    ``_``) is its own name; any other id gets its characters cleaned and ``~`` plus 12 hex
+    digits of its sha256, so that ``alice smith`` and ``alice_smith``, two emoji names, two
+    long names with one beginning, or ``Alice`` and ``alice`` on a disk that ignores case,
+    never share a result or a feedback folder."""
+    if re.fullmatch(r"[a-z0-9@+-][a-z0-9_.@+-]{0,119}", student, flags=re.ASCII):
+        return student
+    cleaned = re.sub(r"[^\w.@+-]", "_", student, flags=re.ASCII).strip("._")[:100]
+    return f"{cleaned or 'student'}~{sha256(student.encode())[:12]}"
 
 
 def _student_for(path: Path, lab: str, root: Path | None) -> str:
-    """Student id: the file name without extension, or the folder for nbgrader-style trees."""
-    if path.stem != lab:
+    """Student id of a notebook (or a student's zip).
+
+    Named on the command line (``root`` None): its file name without extension, or its folder
+    when the file is named like the lab (``<student>/<lab>.ipynb``, nbgrader's
+    ``<student>/<lab>/<lab>.ipynb``). Found in a folder ``root``: its file name when it lies
+    directly in ``root``, else the folder directly below ``root`` that holds it (one folder
+    per student, as LMS downloads and nbgrader's ``submitted/<student>/`` lay them out), so
+    that names a student chose inside their own folder or zip never name another student.
+    """
+    if root is None:
+        if path.stem != lab:
+            return path.stem
+        parent = path.parent
+        if parent.name == lab and parent.parent != parent:
+            parent = parent.parent  # submitted/<student>/<lab>/<lab>.ipynb
+        return parent.name or path.stem
+    parts = path.relative_to(root).parts
+    if len(parts) == 1:
         return path.stem
-    parent = path.parent
-    if parent.name == lab and parent.parent != parent:
-        parent = parent.parent  # submitted/<student>/<lab>/<lab>.ipynb
-    if root is not None and parent.resolve() == root.resolve():
-        return path.stem
-    return parent.name or path.stem
+    if parts[0] == "submitted" and len(parts) >= 3:
+        return parts[1]  # a course folder holding nbgrader's submitted/<student>/...
+    return parts[0]
+
+
+def _entries(folder: Path) -> list[Path]:
+    return [e for e in folder.iterdir() if not e.name.startswith(".") and e.name != "__MACOSX"]
+
+
+def _unwrap(folder: Path) -> Path:
+    """``folder``, or the folder inside it when that is all it holds and it holds several
+    folders (a download's wrapper folder, nbgrader's ``submitted/``), repeatedly: where the
+    per-student folders start. A single student's folder is never entered."""
+    while True:
+        entries = _entries(folder)
+        if len(entries) != 1 or not entries[0].is_dir() or entries[0].is_symlink():
+            return folder
+        inner = [e for e in _entries(entries[0]) if e.is_dir() and not e.is_symlink()]
+        if len(inner) < 2:
+            return folder
+        folder = entries[0]
 
 
 def _timestamp(path: Path, fallback: float | None = None) -> float:
@@ -828,8 +866,9 @@ def discover(inputs: Iterable[Path], lab: str, scratch: Path) -> list[Submission
         if not given.exists():
             raise UsageError(f"no such file or folder: {given}")
         if given.is_dir():
-            for path in _notebooks_under(given):
-                submissions.extend(_from_file(path, lab, given, scratch))
+            root = _unwrap(given)
+            for path in _notebooks_under(root):
+                submissions.extend(_from_file(path, lab, root, scratch))
         else:
             submissions.extend(_from_file(given, lab, None, scratch))
     return submissions
@@ -843,15 +882,26 @@ def _from_file(path: Path, lab: str, root: Path | None, scratch: Path) -> list[S
         why = "a symbolic link, not a notebook file: submit the notebook itself"
         return [Submission(student, path, str(path), _timestamp(path), refused=why)]
     if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
-        return _from_zip(path, lab, scratch)
+        if root is None:
+            return _from_zip(path, lab, scratch)  # the instructor's: a bulk download
+        # A student's own zip: every notebook in it is theirs, whatever its names, dates or
+        # timestamp.txt say; one too big for the disk is theirs to lose, not the batch's.
+        try:
+            found = _from_zip(path, lab, scratch, owned=True)
+        except UsageError as error:
+            return [Submission(student, path, str(path), _timestamp(path), refused=str(error))]
+        stamp = _timestamp(path)
+        return [dataclasses.replace(s, student=student, timestamp=stamp) for s in found]
     return [Submission(student, path, str(path), _timestamp(path))]
 
 
-def _from_zip(path: Path, lab: str, scratch: Path) -> list[Submission]:
-    """Extract a zip's notebooks (and nbgrader timestamps) safely under ``scratch``."""
+def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[Submission]:
+    """Extract a zip's notebooks (and nbgrader timestamps) safely under ``scratch``. ``owned``:
+    one student's zip, whose notebooks may fill at most ``MAX_SUBMISSION_MB`` in all."""
     target = Path(tempfile.mkdtemp(prefix="zip-", dir=scratch))
     times: dict[Path, float] = {}
     room = shutil.disk_usage(target).free - (DISK_RESERVE_MB << 20)  # bytes it may write
+    allowed = MAX_SUBMISSION_MB << 20 if owned else None  # bytes; one more: refused
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             name = Path(info.filename)
@@ -866,7 +916,18 @@ def _from_zip(path: Path, lab: str, scratch: Path) -> list[Submission]:
             with archive.open(info) as source, open(out, "wb") as sink:
                 # at most one byte over the cap: enough for grade_submission to refuse it
                 cap = (MAX_SUBMISSION_MB << 20) + 1
-                room -= _copy_at_most(source, sink, min(cap, max(room, 0) + 1))
+                limit = min(cap, max(room, 0) + 1)
+                if allowed is not None:
+                    limit = min(limit, max(allowed, 0) + 1)
+                copied = _copy_at_most(source, sink, limit)
+                room -= copied
+                if allowed is not None:
+                    allowed -= copied
+            if allowed is not None and allowed < 0:
+                raise UsageError(
+                    f"a zip whose notebooks hold more than {MAX_SUBMISSION_MB} MiB in all: "
+                    "submit the notebook itself"
+                )
             if room < 0:
                 raise UsageError(
                     f"{path}: its notebooks would leave less than {DISK_RESERVE_MB} MiB free "
@@ -875,10 +936,11 @@ def _from_zip(path: Path, lab: str, scratch: Path) -> list[Submission]:
                 )
             times[out] = datetime(*info.date_time).timestamp()
     found = []
+    root = _unwrap(target)
     for out in sorted(times):
-        if out.suffix.lower() != ".ipynb":
+        if out.suffix.lower() != ".ipynb" or not out.is_relative_to(root):
             continue
-        student = _student_for(out, lab, target)
+        student = _student_for(out, lab, root)
         origin = f"{path}!{out.relative_to(target).as_posix()}"
         found.append(Submission(student, out, origin, _timestamp(out, times[out])))
     return found
@@ -942,8 +1004,11 @@ def load_results(out: Path) -> list[dict]:
             result = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue  # a partial write cannot happen (atomic); anything else is not ours
-        if isinstance(result, dict) and result.get("version") == RESULT_VERSION:
-            results.append(result)
+        if not isinstance(result, dict) or result.get("version") != RESULT_VERSION:
+            continue
+        if path.stem != safe_name(str(result.get("student"))):
+            continue  # not where this grader writes that student (copied in, or older names)
+        results.append(result)
     return results
 
 

@@ -7,7 +7,10 @@ import csv
 import html
 import io
 import os
+import select
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 import bleach
@@ -136,7 +139,18 @@ def feedback_notebook(result: dict, lab: Lab, execution: Execution) -> object:
             )
             cells.append(v4.new_markdown_cell(_escape_markdown(verdict)))
     notebook.cells = cells
+    # Widget state is the student's: the exporter would embed it and load the widget manager
+    # from a CDN, which renders it as live HTML (bleach never sees it).
+    notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if isinstance(output.get("data"), dict):
+                output["data"].pop(WIDGET_VIEW, None)
     return notebook
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+RENDER_SECONDS = 60  # nbconvert on a student's notebook; normal pages take 1 to 3 s
 
 
 def _escape_markdown(text: str) -> str:
@@ -182,14 +196,66 @@ def write_feedback(
 ) -> None:
     """Write one student's feedback page (scores, messages, their code and outputs)."""
     summary = _summary_html(result)
-    if execution is None:
+    body, why = None, ""
+    if execution is not None:
+        body, why = _render(feedback_notebook(result, lab, execution), RENDER_SECONDS)
+    if body is None:
+        note = (
+            f"<p>Your notebook's cells cannot be shown here: {html.escape(why)}.</p>" if why else ""
+        )
         page = (
             f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(lab.name)}"
-            f"</title>{_STYLE}</head><body>{summary}</body></html>"
+            f"</title>{_STYLE}</head><body>{summary}{note}</body></html>"
         )
     else:
-        body, _ = _html_exporter().from_notebook_node(feedback_notebook(result, lab, execution))
-        page = body.replace("<body", "<body", 1)
-        marker = page.find(">", page.find("<body")) + 1
-        page = page[:marker] + _STYLE + summary + page[marker:]
+        marker = body.find(">", body.find("<body")) + 1
+        page = body[:marker] + _STYLE + summary + body[marker:]
     _write_text_atomic(Path(path), page)
+
+
+def _render(notebook, seconds: float) -> tuple[str | None, str]:
+    """nbconvert's HTML page of ``notebook``, or None and why: the notebook breaks nbconvert
+    (it is the student's: any JSON that nbformat reads), or it takes longer than ``seconds``
+    (student markdown can keep the markdown parser busy for hours: 200,000 ``[`` took 9
+    minutes). Rendered in a forked child, killed at the deadline."""
+    if not hasattr(os, "fork"):
+        try:
+            return _html_exporter().from_notebook_node(notebook)[0], ""
+        except Exception as error:  # noqa: BLE001 (the student's notebook, not the grader)
+            return None, f"it does not convert to HTML ({type(error).__name__}: {error})"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: render, send, leave without running the parent's clean-ups
+        status = 0
+        try:
+            os.close(read)
+            try:
+                data = _html_exporter().from_notebook_node(notebook)[0].encode()
+            except Exception as error:  # noqa: BLE001
+                data, status = f"{type(error).__name__}: {error}"[:500].encode(), 3
+            with os.fdopen(write, "wb") as stream:
+                stream.write(data)
+        finally:
+            os._exit(status)
+    os.close(write)
+    chunks, deadline, timed_out = [], time.monotonic() + seconds, False
+    with os.fdopen(read, "rb") as stream:
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([stream], [], [], left)[0]:
+                continue
+            chunk = stream.read1(1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            timed_out = True
+    _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode("utf-8", errors="replace")
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return text, ""
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
+        return None, f"it does not convert to HTML ({text})"
+    if timed_out:
+        return None, f"converting it to HTML took longer than {seconds:g} s"
+    return None, f"the converter to HTML stopped (wait status {status})"

@@ -33,7 +33,7 @@ from toy import (
     with_solution,
 )
 
-from autograder import cli, grade
+from autograder import cli, grade, report
 from autograder.course import Course
 from autograder.execute import Limits
 from autograder.grade import (
@@ -299,6 +299,77 @@ def test_students_come_from_file_names_and_nbgrader_trees(tmp_path):
     found = {s.student: s for s in discover([tmp_path / "in"], "toy", tmp_path)}
     assert set(found) == {"alice", "bob"}
     assert time.gmtime(found["bob"].timestamp)[:3] == (2026, 11, 20)
+
+
+def test_a_notebook_in_a_folder_belongs_to_the_folder_below_the_one_named(tmp_path):
+    """One folder per student (LMS downloads): a notebook in ``mallory/`` is mallory's
+    whatever its name; a wrapper folder holding the student folders is looked through; a
+    folder holding a single student's folder is not (that student keeps their name)."""
+    write(tmp_path, "in/ann.ipynb", "{}")
+    write(tmp_path, "in/bob/toy.ipynb", "{}")
+    write(tmp_path, "in/mallory/bob.ipynb", "{}")
+    write(tmp_path, "in/cy/attempt1/notes.ipynb", "{}")
+    write(tmp_path, "wrapped/export/s1/toy.ipynb", "{}")
+    write(tmp_path, "wrapped/export/s2/mine.ipynb", "{}")
+    write(tmp_path, "single/submitted/dan/toy/toy.ipynb", "{}")
+    found = discover([tmp_path / "in"], "toy", tmp_path)
+    assert sorted(s.student for s in found) == ["ann", "bob", "cy", "mallory"]
+    assert {s.student for s in discover([tmp_path / "wrapped"], "toy", tmp_path)} == {"s1", "s2"}
+    assert [s.student for s in discover([tmp_path / "single"], "toy", tmp_path)] == ["dan"]
+
+
+def test_a_students_zip_cannot_name_another_student(tmp_path, release_text):
+    """mallory/mallory.zip holds submitted/bob/toy/toy.ipynb (blank) dated 2099: is it
+    graded as mallory's, and bob's own notebook as bob's, full marks?"""
+    folder = tmp_path / "in"
+    write(folder, "bob/toy.ipynb", answered())
+    (folder / "mallory").mkdir()
+    with zipfile.ZipFile(folder / "mallory" / "mallory.zip", "w") as bundle:
+        bundle.writestr("submitted/bob/toy/toy.ipynb", release_text)
+        bundle.writestr("submitted/bob/toy/timestamp.txt", "2099-01-01 00:00:00.000 UTC")
+    report = grade_batch(
+        [folder], tmp_path / "out", settings(), progress=False, log=lambda *_: None
+    )
+    assert sorted(report.graded) == ["bob", "mallory"] and report.ignored == []
+    table = grades_by_student(tmp_path / "out")
+    assert scores(table, "bob") == FULL
+    assert scores(table, "mallory") == {q: 0 for q in QUESTIONS}
+
+
+def test_a_students_zip_too_large_is_theirs_to_lose_not_the_batchs(tmp_path, monkeypatch):
+    """A student's zip whose notebooks exceed the cap in all (each under it): that student is
+    unreadable, saying why; the others are graded."""
+    monkeypatch.setattr(grade, "MAX_SUBMISSION_MB", 1)
+    folder = tmp_path / "in"
+    write(folder, "ann.ipynb", answered())
+    (folder / "bomb").mkdir()
+    with zipfile.ZipFile(folder / "bomb" / "up.zip", "w", zipfile.ZIP_DEFLATED) as bundle:
+        for index in range(3):
+            bundle.writestr(f"n{index}.ipynb", b"{" + b" " * (800 << 10) + b"}")
+    (tmp_path / "scratch").mkdir()
+    found = {s.student: s for s in discover([folder], "toy", tmp_path / "scratch")}
+    assert set(found) == {"ann", "bomb"} and "MiB in all" in found["bomb"].refused
+    extracted = sum(p.stat().st_size for p in (tmp_path / "scratch").rglob("*") if p.is_file())
+    assert extracted <= (1 << 20) + 1
+    out = tmp_path / "out"
+    args = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", str(folder), "--out", str(out)]
+    assert cli.main([*args, "--no-progress"]) == 0
+    totals = {row["student"]: row for row in read_csv(out / "totals.csv")}
+    assert totals["bomb"]["status"] == "unreadable"
+    assert scores(grades_by_student(out), "ann") == FULL
+
+
+def test_different_students_never_share_a_file_name():
+    """Ids that cleaning would merge (a space and an underscore, two emoji, a long common
+    beginning, case) get distinct file names; a plain lowercase id keeps its own."""
+    ids = ["alice smith", "alice_smith", "\N{GRINNING FACE}", "\N{SMILING FACE WITH SUNGLASSES}"]
+    ids += ["x" * 130 + "a", "x" * 130 + "b", "Alice", "alice", "!!!", "student", ".hidden"]
+    names = [grade.safe_name(student) for student in ids]
+    assert len({name.casefold() for name in names}) == len(ids)
+    assert grade.safe_name("alice_smith") == "alice_smith"
+    for name in names:
+        assert re.fullmatch(r"[\w.@+~-]{1,120}", name, flags=re.ASCII), name
+        assert not name.startswith((".", "_"))
 
 
 def test_the_newest_of_two_submissions_wins():
@@ -643,13 +714,14 @@ def test_a_rerun_with_higher_limits_regrades_who_ran_out_of_them(batch, tmp_path
 
 def test_two_submissions_for_one_student_grade_the_newest(tmp_path, release_text):
     folder = tmp_path / "in"
-    old = write(folder, "early/dave.ipynb", answered())
-    write(folder, "late/dave.ipynb", release_text)
+    old = write(folder, "dave/early/dave.ipynb", answered())
+    write(folder, "dave/late/dave.ipynb", release_text)
+    write(folder, "erin/toy.ipynb", release_text)
     os.utime(old, (1_000_000, 1_000_000))
     report = grade_batch(
         [folder], tmp_path / "out", settings(), progress=False, log=lambda *_: None
     )
-    assert report.graded == ["dave"] and len(report.ignored) == 1
+    assert report.graded == ["dave", "erin"] and len(report.ignored) == 1
     assert "early" in report.ignored[0]
     assert scores(grades_by_student(tmp_path / "out"), "dave") == {q: 0 for q in QUESTIONS}
 
@@ -816,3 +888,49 @@ def test_a_symbolic_link_in_a_submissions_folder_is_not_followed(tmp_path):
         assert scores(table, student) == FULL
     again = grade_batch([folder], out, settings(), progress=False, log=print)
     assert "mallory" in again.skipped and not again.graded  # an unchanged link is kept
+
+
+def test_a_feedback_page_that_cannot_be_rendered_keeps_the_grade(tmp_path):
+    """A notebook nbconvert refuses (a cell id with a space: valid JSON, invalid nbformat) and
+    one carrying widget state: is each graded in full, not an internal error, the first page
+    the scores and a note saying why the cells are missing, the second the cells without the
+    student's widget state (which the page would load from a CDN and show as live HTML)?"""
+    bad = answered()
+    bad.cells[0]["id"] = "cell 1"
+    widget = answered()
+    state = {"value": "<img src=x onerror=alert(1)>", "_model_name": "HTMLModel"}
+    widget.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {
+            "state": {"m1": {"model_name": "HTMLModel", "state": state}},
+            "version_major": 2,
+            "version_minor": 0,
+        }
+    }
+    folder = tmp_path / "in"
+    write(folder, "bad.ipynb", json.dumps(bad))
+    write(folder, "widget.ipynb", json.dumps(widget))
+    out = tmp_path / "out"
+    grade_batch([folder], out, settings(), progress=False, log=lambda *_: None)
+    table = grades_by_student(out)
+    assert scores(table, "bad") == FULL and scores(table, "widget") == FULL
+    assert not [r for r in grade.load_results(out) if r.get("internal_error")]
+    page = (out / "feedback" / "bad" / "toy.html").read_text()
+    assert "cannot be shown here: it does not convert to HTML" in page
+    assert "toy_double" in page  # the scores table is there, not the cells and verdicts
+    assert "<strong>toy_double: 3 / 3</strong>" not in page
+    page = (out / "feedback" / "widget" / "toy.html").read_text()
+    assert "<strong>toy_double: 3 / 3</strong>" in page  # the cells, with their verdicts
+    assert "onerror" not in page and "widget-state" not in page
+
+
+def test_a_feedback_page_that_renders_too_long_is_cut_off():
+    """Markdown that keeps nbconvert's parser busy for minutes (100,000 '['): is rendering
+    stopped at the deadline, saying so?"""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("[" * 100_000)])
+    started = time.monotonic()
+    body, why = report._render(notebook, 1)
+    assert body is None and why == "converting it to HTML took longer than 1 s"
+    assert time.monotonic() - started < 30
+    fine = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("**hello**")])
+    body, why = report._render(fine, 60)
+    assert why == "" and "<strong>hello</strong>" in body
