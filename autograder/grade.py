@@ -50,6 +50,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -816,8 +817,13 @@ def _student_for(path: Path, lab: str, root: Path | None) -> str:
     return parts[0]
 
 
+def _skipped(name: str) -> bool:
+    """A file or folder name never searched for submissions: hidden, or macOS zip debris."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _entries(folder: Path) -> list[Path]:
-    return [e for e in folder.iterdir() if not e.name.startswith(".") and e.name != "__MACOSX"]
+    return [entry for entry in folder.iterdir() if not _skipped(entry.name)]
 
 
 def _unwrap(folder: Path) -> Path:
@@ -850,8 +856,7 @@ def _timestamp(path: Path, fallback: float | None = None) -> float:
 def _notebooks_under(folder: Path) -> list[Path]:
     found = []
     for path in sorted(folder.rglob("*")):
-        parts = path.relative_to(folder).parts
-        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        if any(_skipped(part) for part in path.relative_to(folder).parts):
             continue
         if path.is_file() and path.suffix.lower() in (".ipynb", ".zip"):
             found.append(path)
@@ -886,11 +891,11 @@ def _from_file(path: Path, lab: str, root: Path | None, scratch: Path) -> list[S
             return _from_zip(path, lab, scratch)  # the instructor's: a bulk download
         # A student's own zip: every notebook in it is theirs, whatever its names, dates or
         # timestamp.txt say; one too big for the disk is theirs to lose, not the batch's.
+        stamp = _timestamp(path)
         try:
             found = _from_zip(path, lab, scratch, owned=True)
         except UsageError as error:
-            return [Submission(student, path, str(path), _timestamp(path), refused=str(error))]
-        stamp = _timestamp(path)
+            return [Submission(student, path, str(path), stamp, refused=str(error))]
         return [dataclasses.replace(s, student=student, timestamp=stamp) for s in found]
     return [Submission(student, path, str(path), _timestamp(path))]
 
@@ -901,7 +906,8 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
     target = Path(tempfile.mkdtemp(prefix="zip-", dir=scratch))
     times: dict[Path, float] = {}
     room = shutil.disk_usage(target).free - (DISK_RESERVE_MB << 20)  # bytes it may write
-    allowed = MAX_SUBMISSION_MB << 20 if owned else None  # bytes; one more: refused
+    cap = (MAX_SUBMISSION_MB << 20) + 1  # per notebook: one byte over, enough to refuse it
+    allowed = MAX_SUBMISSION_MB << 20 if owned else math.inf  # in all; one byte more: refused
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             name = Path(info.filename)
@@ -909,21 +915,16 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
                 continue
             if name.suffix.lower() != ".ipynb" and name.name != "timestamp.txt":
                 continue
-            if any(p.startswith(".") or p == "__MACOSX" for p in name.parts):
+            if any(_skipped(part) for part in name.parts):
                 continue
             out = target / name
             out.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(info) as source, open(out, "wb") as sink:
-                # at most one byte over the cap: enough for grade_submission to refuse it
-                cap = (MAX_SUBMISSION_MB << 20) + 1
-                limit = min(cap, max(room, 0) + 1)
-                if allowed is not None:
-                    limit = min(limit, max(allowed, 0) + 1)
+                limit = min(cap, max(room, 0) + 1, max(allowed, 0) + 1)
                 copied = _copy_at_most(source, sink, limit)
                 room -= copied
-                if allowed is not None:
-                    allowed -= copied
-            if allowed is not None and allowed < 0:
+                allowed -= copied
+            if allowed < 0:
                 raise UsageError(
                     f"a zip whose notebooks hold more than {MAX_SUBMISSION_MB} MiB in all: "
                     "submit the notebook itself"
@@ -938,7 +939,7 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
     found = []
     root = _unwrap(target)
     for out in sorted(times):
-        if out.suffix.lower() != ".ipynb" or not out.is_relative_to(root):
+        if out.suffix.lower() != ".ipynb":
             continue
         student = _student_for(out, lab, root)
         origin = f"{path}!{out.relative_to(target).as_posix()}"

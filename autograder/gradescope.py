@@ -252,15 +252,14 @@ def local_command(root: Path, python: str = sys.executable) -> tuple[list[str], 
     return ["bash", str(root / "source" / "run_autograder")], env
 
 
-def try_locally(bundle: Path, submitted: dict[str, bytes], quiet: bool = False) -> dict:
+def try_locally(bundle: Path, submitted: dict[str, bytes]) -> dict:
     """Run ``bundle``'s ``run_autograder`` on one submission in a scratch ``/autograder``
     (this Python, the zip's own code) and return its ``results.json``."""
     root = Path(tempfile.mkdtemp(prefix="gradescope-try-"))
     try:
         lay_out(bundle, root, submitted)
         command, env = local_command(root)
-        output = subprocess.DEVNULL if quiet else None
-        subprocess.run(command, cwd=root, env=env, stdout=output, stderr=output, check=False)
+        subprocess.run(command, cwd=root, env=env, check=False)  # its log goes to the terminal
         return json.loads((root / "results" / "results.json").read_text())
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -213,28 +213,31 @@ def write_feedback(
     _write_text_atomic(Path(path), page)
 
 
+def _convert(notebook) -> tuple[str | None, str]:
+    """nbconvert's HTML page of ``notebook``, or None and why it does not convert."""
+    try:
+        return _html_exporter().from_notebook_node(notebook)[0], ""
+    except Exception as error:  # noqa: BLE001 (the student's notebook, not the grader)
+        return None, f"it does not convert to HTML ({f'{type(error).__name__}: {error}'[:500]})"
+
+
 def _render(notebook, seconds: float) -> tuple[str | None, str]:
     """nbconvert's HTML page of ``notebook``, or None and why: the notebook breaks nbconvert
     (it is the student's: any JSON that nbformat reads), or it takes longer than ``seconds``
     (student markdown can keep the markdown parser busy for hours: 200,000 ``[`` took 9
     minutes). Rendered in a forked child, killed at the deadline."""
     if not hasattr(os, "fork"):
-        try:
-            return _html_exporter().from_notebook_node(notebook)[0], ""
-        except Exception as error:  # noqa: BLE001 (the student's notebook, not the grader)
-            return None, f"it does not convert to HTML ({type(error).__name__}: {error})"
+        return _convert(notebook)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: render, send, leave without running the parent's clean-ups
-        status = 0
+        status = 3
         try:
             os.close(read)
-            try:
-                data = _html_exporter().from_notebook_node(notebook)[0].encode()
-            except Exception as error:  # noqa: BLE001
-                data, status = f"{type(error).__name__}: {error}"[:500].encode(), 3
+            body, why = _convert(notebook)
             with os.fdopen(write, "wb") as stream:
-                stream.write(data)
+                stream.write((why if body is None else body).encode())
+            status = 3 if body is None else 0
         finally:
             os._exit(status)
     os.close(write)
@@ -255,7 +258,7 @@ def _render(notebook, seconds: float) -> tuple[str | None, str]:
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return text, ""
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
-        return None, f"it does not convert to HTML ({text})"
+        return None, text
     if timed_out:
         return None, f"converting it to HTML took longer than {seconds:g} s"
     return None, f"the converter to HTML stopped (wait status {status})"

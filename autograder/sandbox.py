@@ -247,10 +247,10 @@ def describe(spec: SandboxSpec) -> str:
     """One line saying which isolation a kernel started with ``spec`` gets on this machine."""
     uid, gid, drop = _identity(spec)
     workspace = Path(spec.workspace or Path(tempfile.gettempdir(), "autograder-workspace"))
-    blocked = _cannot_drop(uid, gid, workspace) if drop else None
-    if sandbox_mode() == "off":
-        return _describe(spec, False, f"{MODE_VARIABLE}=off", drop, uid, blocked)
-    usable, details = probe(uid, gid, drop)
+    usable, details = False, f"{MODE_VARIABLE}=off"
+    if sandbox_mode() != "off":
+        usable, details = probe(uid, gid, drop)
+    blocked = _cannot_drop(uid, gid, workspace) if drop and not usable else None
     return _describe(spec, usable, details, drop, uid, blocked)
 
 
