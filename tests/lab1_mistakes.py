@@ -93,6 +93,23 @@ MISTAKES: list[dict] = [
         "fails": {"lab1_sparsity_dict"},
     },
     {
+        "name": "sparsity_dict_prunes_everything",
+        "description": "every weight pruned to 1.0: 0% of the size, and nothing reaches the output",
+        "grade_id": "lab1_sparsity_dict_solution",
+        "old": '"classifier.weight": 0.6,\n}',
+        "new": '"classifier.weight": 0.6,\n}\nsparsity_dict = dict.fromkeys(sparsity_dict, 1.0)',
+        "fails": {"lab1_sparsity_dict"},
+    },
+    {
+        "name": "sparsity_dict_uniform",
+        "description": "one sparsity for every weight (0.8: 20% of the size), conv0 as pruned "
+        "as the largest convs",
+        "grade_id": "lab1_sparsity_dict_solution",
+        "old": '"classifier.weight": 0.6,\n}',
+        "new": '"classifier.weight": 0.6,\n}\nsparsity_dict = dict.fromkeys(sparsity_dict, 0.8)',
+        "fails": {"lab1_sparsity_dict"},
+    },
+    {
         "name": "channels_int_instead_of_round",
         "description": "get_num_channels_to_keep truncates with int() (64 * 0.7 -> 44)",
         "grade_id": "lab1_get_num_channels_to_keep_solution",

@@ -192,6 +192,23 @@ def test_sensitivity_scan_applies_returned_mask_and_restores_on_error():
     assert torch.equal(model.backbone.conv0.weight.detach(), before)
 
 
+@pytest.mark.parametrize("name", weight_names(random_vgg(SMALL_VGG_ARCH)))
+def test_a_weight_pruned_to_one_cuts_the_network(name):
+    """Is the output independent of the input once any one weight is pruned to 1.0?
+
+    Lab 1's sparsity_dict question caps every sparsity at 0.95 and says why: at 1.0 no input
+    reaches the output. Brute force on the small VGG, every weight in turn; pruned to 0.95
+    instead, two inputs still give two outputs.
+    """
+    inputs = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for sparsity, independent in ((1.0, True), (0.95, False)):
+        model = random_vgg(SMALL_VGG_ARCH, seed=9).eval()
+        FineGrainedPruner(model, {name: sparsity}, topk_prune)
+        with torch.no_grad():
+            first, second = model(inputs)
+        assert torch.allclose(first, second, atol=1e-6) == independent, (name, sparsity)
+
+
 def test_sensitivity_scan_prints_one_line_per_layer(capsys):
     model = random_vgg(TINY_ARCH)
     sensitivity_scan(model, batches(1), topk_prune, [0.5], verbose=True)
