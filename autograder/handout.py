@@ -132,10 +132,18 @@ def _regions(source: str) -> list[str]:
     return regions
 
 
+def _windows(lines: list[str]) -> set:
+    """Every run of 1 to RUN lines in a row, as tuples."""
+    return {tuple(lines[i : i + k]) for k in range(1, RUN + 1) for i in range(len(lines) - k + 1)}
+
+
 def _signatures(lines: list[str]) -> set:
-    long = {line for line in lines if len(line) >= LONG_LINE}
+    """What identifies a region: each long line, each run of RUN lines, and a region of fewer
+    lines (``target_sparsity = 0.6``) as a whole."""
+    long = {(line,) for line in lines if len(line) >= LONG_LINE}
     runs = {tuple(lines[i : i + RUN]) for i in range(len(lines) - RUN + 1)}
-    return long | runs
+    whole = {tuple(lines)} if 0 < len(lines) < RUN else set()
+    return long | runs | whole
 
 
 def find_leaks(course: Course, labs: list[str], files: dict[str, bytes]) -> list[str]:
@@ -145,7 +153,7 @@ def find_leaks(course: Course, labs: list[str], files: dict[str, bytes]) -> list
     for lab in labs:
         shown = set()
         for cell in nbformat.reads(files[f"{lab}.ipynb"].decode(), as_version=4).cells:
-            shown |= _signatures(_code_lines(source_text(cell)))
+            shown |= _windows(_code_lines(source_text(cell)))
         for cell in course.load(lab).notebook.cells:
             for region in _regions(source_text(cell)):
                 for signature in _signatures(_code_lines(region)) - shown:
@@ -162,10 +170,11 @@ def find_leaks(course: Course, labs: list[str], files: dict[str, bytes]) -> list
                 if marker in text:
                     leaks.append(f"{name}: holds {marker!r}")
         lines = _code_lines(text)
-        for index, line in enumerate(lines):
-            for signature in (line, tuple(lines[index : index + RUN])):
-                if signature in secret:
-                    what = line if isinstance(signature, str) else " / ".join(signature)
+        for index in range(len(lines)):
+            for k in range(1, RUN + 1):
+                signature = tuple(lines[index : index + k])
+                if len(signature) == k and signature in secret:
+                    what = " / ".join(signature)
                     leaks.append(f"{name}: {secret[signature]}'s solution or hidden test: {what}")
     return leaks
 

@@ -225,6 +225,28 @@ def test_a_real_solution_pasted_into_a_helper_stops_the_handout(tmp_path, lab):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["utils.py"]
 
 
+def test_a_short_solution_region_pasted_into_a_helper_stops_the_handout(tmp_path):
+    """A solution region of one short line (Lab 1's answer ``target_sparsity = ...``, under 40
+    characters, fewer than 3 lines) is found as a whole; the same name with the release's
+    placeholder is not a leak."""
+    notebook = nbformat.read(COURSE_ROOT / "source" / "lab1_pruning" / "lab1_pruning.ipynb", 4)
+    (answer,) = [
+        line.strip()
+        for cell in notebook.cells
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "lab1_target_sparsity_solution"
+        for line in cell.source.split("### BEGIN SOLUTION")[1]
+        .split("### END SOLUTION")[0]
+        .splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    assert len(answer) < 40
+    leaky = tmp_path / "utils.py"
+    leaky.write_text(f"x = 1\n{answer}\n")
+    with pytest.raises(HandoutError, match=rf"utils.py: lab1_pruning's solution .*: {answer}$"):
+        build(Course(student_files=(REPO_ROOT / "helpers", leaky)), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["utils.py"]
+
+
 def test_a_stale_release_a_missing_file_or_an_output_in_the_way_is_refused_or_replaced(
     tmp_path, capsys
 ):
