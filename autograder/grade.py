@@ -447,6 +447,9 @@ def judge_spec(
             **GRADING_ENV,
             "LAB_PROFILE": profile,
             "AUTOGRADER_RPC_DIR": str(rpc_dir),
+            # which folder it is, taken now (before the student's code runs): the judge
+            # refuses a folder put in its place
+            "AUTOGRADER_RPC_ID": "{0.st_dev}:{0.st_ino}".format(rpc_dir.stat()),
             "AUTOGRADER_STUDENT_NAMES": json.dumps(student_names(lab)),
             "AUTOGRADER_CELL_TIMEOUT": str(limits.cell_timeout or 10**6),
         },

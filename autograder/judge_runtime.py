@@ -53,6 +53,7 @@ from torch import nn
 STUDENT_CONNECTION = "AUTOGRADER_STUDENT_CONNECTION"
 STUDENT_PID = "AUTOGRADER_STUDENT_PID"
 RPC_DIR = "AUTOGRADER_RPC_DIR"
+RPC_ID = "AUTOGRADER_RPC_ID"  # "<st_dev>:<st_ino>" of RPC_DIR, taken before the student ran
 STUDENT_NAMES = "AUTOGRADER_STUDENT_NAMES"
 CELL_TIMEOUT = "AUTOGRADER_CELL_TIMEOUT"
 OUTPUT_BYTES = 100_000  # of a student's prints per call, forwarded into the test cell's output
@@ -197,6 +198,7 @@ class _Judge:
         self.shell = shell
         self.pid = int(os.environ.get(STUDENT_PID, "0") or 0)
         self.rpc_dir = Path(os.environ[RPC_DIR])
+        self.rpc_id = os.environ.get(RPC_ID, "")
         self.names: list[str] = json.loads(os.environ.get(STUDENT_NAMES, "[]"))
         self.cell_timeout = float(os.environ.get(CELL_TIMEOUT, "300") or 300)
         self.client = BlockingKernelClient(connection_file=os.environ[STUDENT_CONNECTION])
@@ -214,25 +216,26 @@ class _Judge:
         if self.dead:
             raise StudentKernelError(self.dead)
         self.calls += 1
-        # The folder is the student's: unguessable names, never following a link they made.
+        # The folder is the student's: unguessable names, never following a link they made,
+        # and every file opened relative to the folder itself (_rpc_folder), not its path.
         token = secrets.token_hex(16)
-        request = self.rpc_dir / f"request-{token}.pkl"
-        response = self.rpc_dir / f"response-{token}.pt"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        with os.fdopen(os.open(request, flags, 0o644), "wb") as stream:
-            cloudpickle.dump((kind, name, args, kwargs or {}, self.calls), stream)
-        code = STUDENT_CALL.replace("{request!r}", repr(str(request))).replace(
-            "{response!r}", repr(str(response))
-        )
-        left = self.cell_timeout - (time.monotonic() - self.cell_started)
-        timeout = max(1.0, left)
+        request, response = f"request-{token}.pkl", f"response-{token}.pt"
+        folder = self._rpc_folder()
         try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            with os.fdopen(os.open(request, flags, 0o644, dir_fd=folder), "wb") as stream:
+                cloudpickle.dump((kind, name, args, kwargs or {}, self.calls), stream)
+            code = STUDENT_CALL.replace("{request!r}", repr(str(self.rpc_dir / request))).replace(
+                "{response!r}", repr(str(self.rpc_dir / response))
+            )
+            left = self.cell_timeout - (time.monotonic() - self.cell_started)
+            timeout = max(1.0, left)
             self._execute(code, timeout, name)
-            data = _read_regular_file(response)
+            data = _read_regular_file(response, folder)
             if data is None and not self.dead:  # the handler is not there (yet, or any more)
                 self._execute(STUDENT_SNIPPET, timeout, name)
                 self._execute(code, timeout, name)
-                data = _read_regular_file(response)
+                data = _read_regular_file(response, folder)
             if data is None:
                 raise StudentKernelError(
                     f"the student's kernel sent no answer for {name} (it may have been changed "
@@ -241,17 +244,38 @@ class _Judge:
             try:
                 return load_safely(data, self.shell.user_ns)
             except Exception as error:  # noqa: BLE001 (refused by the allow-lists)
+                what = "returned or changed" if kind == "call" else "holds"
                 raise TypeError(
-                    f"{name} returned or changed an object the grader does not accept back "
+                    f"{name} {what} an object the grader does not accept back "
                     f"({_why_refused(error)}); only tensors, numbers, strings, containers and "
                     "PyTorch's or the course's modules are graded"
                 ) from None
         finally:
             for path in (request, response):
                 try:
-                    path.unlink()
+                    os.unlink(path, dir_fd=folder)
                 except OSError:
                     pass
+            os.close(folder)
+
+    def _rpc_folder(self) -> int:
+        """A descriptor of the request folder, checked to be the one the grader made: the
+        student's code can rename it and put a link (to any folder) in its place, where the
+        judge would then create and delete files as the grader's user."""
+        try:
+            folder = os.open(self.rpc_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as error:
+            self.dead = f"the grader's request folder is gone ({error.strerror}); later tests fail"
+            raise StudentKernelError(self.dead) from None
+        found = os.fstat(folder)
+        if self.rpc_id and f"{found.st_dev}:{found.st_ino}" != self.rpc_id:
+            os.close(folder)
+            self.dead = (
+                f"the grader's request folder {self.rpc_dir} was replaced (by the student's "
+                "code?); later tests fail"
+            )
+            raise StudentKernelError(self.dead)
+        return folder
 
     def _execute(self, code: str, timeout: float, name) -> None:
         msg_id = self.client.execute(code, store_history=False, allow_stdin=False)
@@ -340,12 +364,13 @@ class _Judge:
             else:
                 try:
                     answer = self.request("value", name)
-                except TypeError:
-                    answer = {"ok": False}
+                except TypeError as error:  # refused by the allow-lists
+                    answer = {"ok": False, "why": str(error)}
                 if answer["ok"]:
                     namespace[name] = answer["result"]
-                else:
-                    namespace.pop(name, None)
+                else:  # defined, but not taken: say why where it is used, not "not defined"
+                    why = answer.get("why") or f"{answer.get('ename')}: {answer.get('evalue')}"
+                    namespace[name] = _Refused(name, why)
 
     def _proxy(self, name: str):
         if name not in self.proxies:
@@ -429,7 +454,7 @@ def _test_classes(namespace: dict) -> list[tuple[type, str]]:
     return [
         (v, f"{TEST_CLASSES}.{v.__qualname__}")
         for v in namespace.values()
-        if isinstance(v, type) and v.__module__ == "__main__"
+        if issubclass(type(v), type) and v.__module__ == "__main__"  # type(): _Refused
     ]
 
 
@@ -657,8 +682,8 @@ def _student_exception(name: str, answer: dict) -> BaseException:
         if isinstance(candidate, type) and issubclass(candidate, Exception):
             kind = candidate
             break
-    if answer.get("ename") == "KeyboardInterrupt":
-        return StudentTimeout(f"{name} was interrupted (it ran past the time limit)")
+    # The judge's own stop at the time limit raises StudentTimeout before any answer is read:
+    # a KeyboardInterrupt answered here is the student's own (raised, or a signal it sent).
     message = str(answer.get("evalue", ""))
     if answer.get("ename") != kind.__name__:
         message = f"{answer.get('ename')}: {message}"
@@ -801,10 +826,11 @@ def _map_identity(value, memo: dict):
     return value
 
 
-def _read_regular_file(path: Path) -> bytes | None:
-    """The bytes of ``path`` if it is a regular file (not a link, a FIFO or a folder)."""
+def _read_regular_file(name: str, folder: int) -> bytes | None:
+    """The bytes of ``name`` in ``folder`` (a descriptor) if it is a regular file (not a
+    link, a FIFO or a folder)."""
     try:
-        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        handle = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
     except OSError:
         return None
     with os.fdopen(handle, "rb") as stream:
@@ -835,6 +861,31 @@ def _failing(name: str, why: str):
 
     unavailable.__name__ = name
     return unavailable
+
+
+class _Refused:
+    """Stands for a student's value the grader could not take (a type the allow-lists
+    refuse, a value that cannot be sent): every use in a test raises ``TypeError`` saying so,
+    ``isinstance`` included, where the missing name would have read as ``NameError``."""
+
+    def __init__(self, name: str, why: str) -> None:
+        object.__setattr__(self, "_message", f"your {name} could not be taken for grading: {why}")
+
+    def _fail(self, *args, **kwargs):
+        raise TypeError(object.__getattribute__(self, "_message"))
+
+    @property
+    def __class__(self):  # isinstance() asks for it: fail there too
+        self._fail()
+
+    def __repr__(self) -> str:
+        return f"<{object.__getattribute__(self, '_message')}>"
+
+    __getattr__ = __setattr__ = __call__ = __bool__ = __len__ = __iter__ = __contains__ = _fail
+    __getitem__ = __setitem__ = __float__ = __int__ = __index__ = __format__ = __hash__ = _fail
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __abs__ = __neg__ = _fail
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _fail
+    __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __matmul__ = __rmatmul__ = _fail
 
 
 def install() -> _Judge:

@@ -56,6 +56,7 @@ class Student:
             jr.STUDENT_CONNECTION: self.km.connection_file,
             jr.STUDENT_PID: str(self.km.provisioner.process.pid),
             jr.RPC_DIR: str(self.tmp / "rpc"),
+            jr.RPC_ID: "{0.st_dev}:{0.st_ino}".format((self.tmp / "rpc").stat()),
             jr.STUDENT_NAMES: __import__("json").dumps(names),
             jr.CELL_TIMEOUT: str(cell_timeout),
         }
@@ -220,6 +221,74 @@ def test_student_exceptions_keep_their_type_and_message(student):
         ns["fails"]("value")
     with pytest.raises(RuntimeError, match="LinAlgError: singular"):
         ns["fails"]("linalg")
+
+
+def test_a_students_own_keyboard_interrupt_is_an_error_not_a_timeout(student):
+    """A KeyboardInterrupt the student's function raises itself (no time limit near) reaches
+    the test as an error naming it, not as the judge's StudentTimeout: a timeout would mark
+    the run as out of time, and a later grade with a higher limit would regrade it."""
+    student.run("def interrupts():\n    raise KeyboardInterrupt('pressed')\n")
+    judge, ns = student.judge(["interrupts"])
+    with pytest.raises(Exception, match="KeyboardInterrupt: pressed") as caught:
+        ns["interrupts"]()
+    assert not isinstance(caught.value, TimeoutError | jr.StudentTimeout)
+
+
+def test_a_value_the_grader_refuses_says_so_where_it_is_used(student):
+    """A defined value of a type the allow-lists refuse (a float subclass whose == is always
+    True) is not bound as itself, and is not missing either (NameError would say "define
+    it"): each use in a test raises TypeError saying it could not be taken, and why."""
+    student.run(
+        """
+        class Anything(float):
+            def __eq__(self, other):
+                return True
+        target_sparsity_refused = Anything(0.1)
+        """
+    )
+    judge, ns = student.judge(["target_sparsity_refused", "sparsity_dict"])
+    assert ns["sparsity_dict"] == {"backbone.conv0.weight": 0.5}  # the others are bound
+    value = ns["target_sparsity_refused"]
+    assert type(value) is jr._Refused
+    why = r"your target_sparsity_refused could not be taken for grading: .*Anything"
+    for use in (
+        lambda: value == 0.6,
+        lambda: isinstance(value, int | float),
+        lambda: 0 <= value <= 1,
+        lambda: abs(value - 0.6),
+        lambda: float(value),
+        lambda: value.keys(),
+        lambda: f"{value:.2f}",
+    ):
+        with pytest.raises(TypeError, match=why):
+            use()
+    assert "could not be taken" in repr(value)
+    assert jr._test_classes(ns) == []  # the judge's own look at the names does not fail
+
+
+def test_a_request_folder_replaced_by_a_link_is_refused_and_nothing_is_written_there(tmp_path):
+    """The student's code renames the judge's request folder and puts a link to another
+    folder in its place: the judge creates and deletes nothing there (it would as the
+    grader's user), and every later test fails saying why."""
+    kernel = Student(tmp_path / "student")
+    try:
+        kernel.run("def double(x):\n    return 2 * x\n")
+        judge, ns = kernel.judge(["double"])
+        assert ns["double"](4) == 8
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        rpc = tmp_path / "student" / "rpc"
+        kernel.run(
+            f"import os\nos.rename({str(rpc)!r}, {str(rpc)!r} + '-old')\n"
+            f"os.symlink({str(elsewhere)!r}, {str(rpc)!r})\n"
+        )
+        with pytest.raises(jr.StudentKernelError, match="request folder .* was replaced"):
+            ns["double"](4)
+        assert list(elsewhere.iterdir()) == []
+        with pytest.raises(jr.StudentKernelError, match="was replaced"):
+            ns["double"](5)  # and it stays refused
+    finally:
+        kernel.close()
 
 
 def test_a_tests_own_functions_never_reach_the_student_kernel(student):
