@@ -9,7 +9,7 @@ upload as a Gradescope programming assignment's autograder. Gradescope unpacks i
   Gradescope's Ubuntu 22.04 image has 3.10), a virtual environment in ``/autograder/venv``,
   PyTorch's CPU build (``TORCH_INDEX_URL``, default PyTorch's CPU wheels) and the course;
   then ``/autograder/source`` is made readable by root only (a student's kernel runs as
-  uid 65534 where the container allows no namespaces: ``autograder.sandbox``);
+  another user where the container allows no namespaces: ``autograder.sandbox``);
 - ``run_autograder``: ``python -m autograder.gradescope`` in ``course/``; should that die
   (out of memory, say) without writing ``results.json``, it writes one itself that says so;
 - ``gradescope.json``: the lab, profile, limits and visibility chosen when building;

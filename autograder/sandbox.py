@@ -36,11 +36,14 @@ Without namespaces (``AUTOGRADER_SANDBOX=off``, or ``auto`` where the probe fail
 default seccomp profile, Ubuntu's AppArmor restriction on unprivileged user namespaces) the
 launcher still kills every descendant and caps processes at the kernel uid's current count plus
 ``max_processes`` (the limit counts all of that uid's processes). A root grader (a container,
-Gradescope) still runs the kernel as uid 65534, its workspace handed to it, so that it reads
-only what any user may, writes only its workspace and world-writable folders, and cannot
-signal or trace the grader and the judge; nothing is hidden, though, so files meant to stay
-secret must not be readable by others. Where uid 65534 cannot enter a folder on the way to
-Python or to the workspace (no bind mounts here to work around it), the kernel stays root.
+Gradescope) still runs the kernel as a user of its own, its workspace handed to it, so that it
+reads only what any user may, writes only its workspace and world-writable folders, and cannot
+signal or trace the grader, the judge or another student's kernel: uid and gid
+``FALLBACK_ID_BASE`` plus the grading process's pid (one kernel per grading process at a time,
+so kernels graded side by side never share a uid; uid 65534 where that id is not mapped here).
+Nothing is hidden, though, so files meant to stay secret must not be readable by others. Where
+that uid cannot enter a folder on the way to Python or to the workspace (no bind mounts here to
+work around it), the kernel stays root.
 ``AUTOGRADER_SANDBOX=require`` turns a machine without namespaces into a ``SandboxError``.
 ``describe`` says which isolation a spec gets here, as one line.
 
@@ -72,6 +75,9 @@ from pathlib import Path
 MODE_VARIABLE = "AUTOGRADER_SANDBOX"  # off | auto (default) | require
 MODES = ("off", "auto", "require")
 NOBODY = 65534
+# Without namespaces a root grader's kernel gets uid = gid = this plus the grading process's
+# pid: above systemd's range for containers' users (524288-1879048191), below 2**31.
+FALLBACK_ID_BASE = 1_900_000_000
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")  # private, size-capped, writable
 EMPTIED = ("/run",)  # covered: sockets of daemons (docker, dbus, the user's session)
 
@@ -141,6 +147,21 @@ def _identity(spec: SandboxSpec) -> tuple[int, int, bool]:
     return euid, os.getegid(), False
 
 
+def _without_namespaces(
+    spec: SandboxSpec, uid: int, gid: int, drop: bool, workspace: Path
+) -> tuple[int, int, str | None]:
+    """(uid, gid, blocked) of a kernel without namespaces. A root grader's kernel gets a uid
+    and gid of its own, so that kernels graded side by side (``--jobs``) cannot signal, trace
+    or read each other as a shared uid 65534 would let them (65534 where that id is not
+    mapped here). ``blocked``: why the kernel stays root (``_cannot_drop``), or None."""
+    if not drop:
+        return uid, gid, None
+    own = FALLBACK_ID_BASE + os.getpid()
+    if spec.uid is None and _mapped("uid", own) and _mapped("gid", own):
+        uid, gid = own, own
+    return uid, gid, _cannot_drop(uid, gid, workspace)
+
+
 def _mapped(kind: str, number: int) -> bool:
     try:
         lines = Path(f"/proc/self/{kind}_map").read_text().splitlines()
@@ -202,7 +223,7 @@ def prepare(spec: SandboxSpec, cwd: Path, env: dict[str, str]) -> Launch:
     cwd = Path(os.path.realpath(cwd))
     workspace = Path(os.path.realpath(spec.workspace or cwd))
     if not usable:
-        blocked = _cannot_drop(uid, gid, workspace) if drop else None
+        uid, gid, blocked = _without_namespaces(spec, uid, gid, drop, workspace)
         isolation = _describe(spec, False, details, drop, uid, blocked)
         if drop and blocked is None:
             runtime = workspace / ".kernel"
@@ -250,7 +271,9 @@ def describe(spec: SandboxSpec) -> str:
     usable, details = False, f"{MODE_VARIABLE}=off"
     if sandbox_mode() != "off":
         usable, details = probe(uid, gid, drop)
-    blocked = _cannot_drop(uid, gid, workspace) if drop and not usable else None
+    blocked = None
+    if not usable:
+        uid, gid, blocked = _without_namespaces(spec, uid, gid, drop, workspace)
     return _describe(spec, usable, details, drop, uid, blocked)
 
 
@@ -266,6 +289,8 @@ def _describe(
     if not usable:
         if drop and blocked is None:
             who = f"uid {uid}" + (" (nobody)" if uid == NOBODY else "")
+            if uid >= FALLBACK_ID_BASE:
+                who = f"uid {FALLBACK_ID_BASE} + the grading process's pid ({uid}: its own)"
             cap = f"{who}; nproc {spec.max_processes} above that uid's current processes"
         elif os.geteuid() == 0:
             cap = "as root" + (f" ({blocked})" if blocked else "") + "; no process cap"

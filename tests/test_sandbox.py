@@ -460,34 +460,74 @@ def test_require_fails_loudly_without_namespaces(monkeypatch):
 
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="a root grader's fallback needs root")
+OWN_ID = sandbox.FALLBACK_ID_BASE + os.getpid()  # a fallback kernel's uid and gid, from here
 
 
 @ROOT_ONLY
-def test_a_root_grader_without_namespaces_hands_the_kernel_to_nobody(base, monkeypatch):
-    """Without namespaces, does a root grader still prepare the kernel to run as uid 65534,
-    its workspace handed over and its connection in the workspace, and say so?"""
+def test_a_root_grader_without_namespaces_hands_the_kernel_to_a_user_of_its_own(base, monkeypatch):
+    """Without namespaces, does a root grader still prepare the kernel to run as another
+    user, its workspace handed over and its connection in the workspace, and say so? The
+    uid is the grading process's own (the base plus its pid), not 65534: kernels graded side
+    by side in other processes get others (65534 where that id is not mapped)."""
     monkeypatch.setenv(MODE_VARIABLE, "off")
     monkeypatch.setattr(sandbox, "_cannot_drop", lambda *args: None)
     root, cwd, env = workspace_in(base)
     launch = sandbox.prepare(SandboxSpec(workspace=root), cwd, env)
-    assert launch.config["drop"] and launch.config["uid"] == sandbox.NOBODY
-    assert launch.uid == sandbox.NOBODY and launch.runtime == root / ".kernel"
-    assert {p.stat().st_uid for p in [root, *root.rglob("*")]} == {sandbox.NOBODY}
-    assert "; uid 65534 (nobody); nproc 256 above" in launch.isolation
+    assert launch.config["drop"] and (launch.config["uid"], launch.config["gid"]) == (OWN_ID,) * 2
+    assert launch.uid == OWN_ID and launch.runtime == root / ".kernel"
+    assert {p.stat().st_uid for p in [root, *root.rglob("*")]} == {OWN_ID}
+    assert f"; uid {sandbox.FALLBACK_ID_BASE} + the grading process's pid ({OWN_ID}" in (
+        launch.isolation
+    )
+    assert (
+        launch.isolation.split("; ", 1)[1]
+        == sandbox.describe(SandboxSpec(workspace=root)).split("; ", 1)[1]
+    )
+
+    other = base / "other"
+    workspace_in(other)
+    pipe_read, pipe_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # another grading process (--jobs): another uid
+        launched = sandbox.prepare(SandboxSpec(workspace=other / "workspace"), cwd, env)
+        os.write(pipe_write, str(launched.uid).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert int(os.read(pipe_read, 64)) == sandbox.FALLBACK_ID_BASE + child
+
+    monkeypatch.setattr(sandbox, "_mapped", lambda kind, number: number == sandbox.NOBODY)
+    shutil.rmtree(root)
+    root, cwd, env = workspace_in(base)
+    assert sandbox.prepare(SandboxSpec(workspace=root), cwd, env).uid == sandbox.NOBODY
 
 
 @ROOT_ONLY
 def test_a_root_graders_kernel_without_namespaces_cannot_read_write_or_signal(base, monkeypatch):
     """The launcher's fallback half, run as a kernel runs it: after it returns, is the process
-    uid 65534, unable to read a root-only file, write a root-owned one or signal the grader?
+    its own user, unable to read a root-only file, write a root-owned one, signal the grader,
+    or signal or read another grading process's kernel (its uid, its workspace 0700)?
     (Only modules loaded before the switch are used: this machine's Python may lie where
-    uid 65534 cannot enter, which is why the grader checks that before choosing the switch.)"""
+    that uid cannot enter, which is why the grader checks that before choosing the switch.)"""
     monkeypatch.setenv(MODE_VARIABLE, "off")
     monkeypatch.setattr(sandbox, "_cannot_drop", lambda *args: None)
     secret, outside = base / "secret.txt", base / "outside.txt"
     secret.write_text("secret")
     secret.chmod(0o600)
     outside.write_text("outside")
+    neighbour_id = sandbox.FALLBACK_ID_BASE + 1  # another grading process's kernel
+    neighbours = base / "neighbour"
+    neighbours.mkdir(mode=0o700)
+    (neighbours / "answer.ipynb").write_text("{}")
+    os.chown(neighbours, neighbour_id, neighbour_id)
+    os.chown(neighbours / "answer.ipynb", neighbour_id, neighbour_id)
+    neighbour = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import os, time\nos.setgid({neighbour_id})\n"
+            f"os.setuid({neighbour_id})\ntime.sleep(60)",
+        ]
+    )
     root, cwd, env = workspace_in(base)
     launch = sandbox.prepare(SandboxSpec(workspace=root), cwd, env)
     connection = launch.runtime / "kernel.json"
@@ -496,7 +536,9 @@ def test_a_root_graders_kernel_without_namespaces_cannot_read_write_or_signal(ba
 import os
 seen = [os.getuid(), os.getgid(), os.getgroups()]
 for act in (lambda: open({str(secret)!r}).read(), lambda: open({str(outside)!r}, "w"),
-            lambda: os.kill({os.getpid()}, 0), lambda: open({str(cwd / "mine.txt")!r}, "w")):
+            lambda: os.kill({os.getpid()}, 0), lambda: os.kill({neighbour.pid}, 0),
+            lambda: open({str(neighbours / "answer.ipynb")!r}).read(),
+            lambda: open({str(cwd / "mine.txt")!r}, "w")):
     try:
         act()
         seen.append("allowed")
@@ -504,17 +546,21 @@ for act in (lambda: open({str(secret)!r}).read(), lambda: open({str(outside)!r},
         seen.append(error.errno)
 print(seen, flush=True)
 """
-    done = subprocess.run(
-        [sys.executable, "-c", launch.code(str(connection)) + probe],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", launch.code(str(connection)) + probe],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        neighbour.kill()
+        neighbour.wait()
     assert done.returncode == 0, done.stderr
-    expected = [sandbox.NOBODY, sandbox.NOBODY, [], errno.EACCES, errno.EACCES, errno.EPERM]
-    assert done.stdout.strip() == str([*expected, "allowed"])
-    assert connection.stat().st_uid == sandbox.NOBODY
+    expected = [OWN_ID, OWN_ID, [], errno.EACCES, errno.EACCES, errno.EPERM, errno.EPERM]
+    assert done.stdout.strip() == str([*expected, errno.EACCES, "allowed"])
+    assert connection.stat().st_uid == OWN_ID
     assert outside.read_text() == "outside"
 
 
@@ -530,24 +576,25 @@ def test_a_python_out_of_nobodys_reach_keeps_the_kernel_root_and_says_why(base, 
     root, cwd, env = workspace_in(base)
     launch = sandbox.prepare(SandboxSpec(workspace=root), cwd, env)
     assert not launch.config["drop"] and launch.uid is None and launch.runtime is None
-    assert f"as root (uid 65534 cannot enter {locked}); no process cap" in launch.isolation
+    assert f"as root (uid {OWN_ID} cannot enter {locked}); no process cap" in launch.isolation
     locked.chmod(0o755)
-    assert sandbox._cannot_drop(sandbox.NOBODY, sandbox.NOBODY, root) is None
+    assert sandbox._cannot_drop(OWN_ID, OWN_ID, root) is None
 
 
 @ROOT_ONLY
 def test_a_kernel_run_by_nobody_without_namespaces_grades_as_usual(base, monkeypatch):
-    """A whole kernel (ipykernel, PyTorch) as uid 65534 without namespaces: where this
-    machine's Python is within that uid's reach (a container's /usr, Gradescope's venv)."""
+    """A whole kernel (ipykernel, PyTorch) as its own uid (no account of that number: no
+    name, no home in /etc/passwd) without namespaces: where this machine's Python is within
+    that uid's reach (a container's /usr, Gradescope's venv)."""
     monkeypatch.setenv(MODE_VARIABLE, "off")
-    blocked = sandbox._cannot_drop(sandbox.NOBODY, sandbox.NOBODY, base / "workspace")
+    blocked = sandbox._cannot_drop(OWN_ID, OWN_ID, base / "workspace")
     if blocked:
-        pytest.skip(f"this machine's Python is out of uid 65534's reach: {blocked}")
+        pytest.skip(f"this machine's Python is out of a plain user's reach: {blocked}")
     secret = base / "secret.txt"
     secret.write_text("secret")
     secret.chmod(0o600)
     cells = [
-        "import os\nassert os.getuid() == 65534",
+        f"import os\nassert os.getuid() == os.getgid() == {OWN_ID}",
         f"open({str(secret)!r}).read()",
         "import torch\nopen('mine.txt', 'w').write(str(torch.ones(2).sum().item()))",
     ]
