@@ -38,9 +38,9 @@ launcher still kills every descendant and caps processes at the kernel uid's cur
 ``max_processes`` (the limit counts all of that uid's processes). A root grader (a container,
 Gradescope) still runs the kernel as a user of its own, its workspace handed to it, so that it
 reads only what any user may, writes only its workspace and world-writable folders, and cannot
-signal or trace the grader, the judge or another student's kernel: uid and gid
-``FALLBACK_ID_BASE`` plus the grading process's pid (one kernel per grading process at a time,
-so kernels graded side by side never share a uid; uid 65534 where that id is not mapped here).
+signal or trace the grader, the judge or another student's kernel, nor change what an earlier
+kernel left in ``/tmp``: a uid and gid drawn at random for each kernel above
+``FALLBACK_ID_BASE``, none in use (uid 65534 where those ids are not mapped here).
 Nothing is hidden, though, so files meant to stay secret must not be readable by others. Where
 that uid cannot enter a folder on the way to Python or to the workspace (no bind mounts here to
 work around it), the kernel stays root.
@@ -60,6 +60,7 @@ import functools
 import json
 import os
 import resource
+import secrets
 import select
 import signal
 import socket
@@ -75,9 +76,10 @@ from pathlib import Path
 MODE_VARIABLE = "AUTOGRADER_SANDBOX"  # off | auto (default) | require
 MODES = ("off", "auto", "require")
 NOBODY = 65534
-# Without namespaces a root grader's kernel gets uid = gid = this plus the grading process's
-# pid: above systemd's range for containers' users (524288-1879048191), below 2**31.
+# Without namespaces a root grader's kernel gets a uid = gid drawn from [BASE, 2**31 - 1):
+# above systemd's range for containers' users (524288-1879048191), 247 million ids.
 FALLBACK_ID_BASE = 1_900_000_000
+FALLBACK_IDS = 2**31 - 1 - FALLBACK_ID_BASE
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")  # private, size-capped, writable
 EMPTIED = ("/run",)  # covered: sockets of daemons (docker, dbus, the user's session)
 
@@ -151,14 +153,20 @@ def _without_namespaces(
     spec: SandboxSpec, uid: int, gid: int, drop: bool, workspace: Path
 ) -> tuple[int, int, str | None]:
     """(uid, gid, blocked) of a kernel without namespaces. A root grader's kernel gets a uid
-    and gid of its own, so that kernels graded side by side (``--jobs``) cannot signal, trace
-    or read each other as a shared uid 65534 would let them (65534 where that id is not
+    and gid of its own, drawn at random and not in use, so that kernels graded side by side
+    (``--jobs``) cannot signal, trace or read each other, nor a kernel change files an earlier
+    one left in ``/tmp``, as a shared uid 65534 would let them (65534 where those ids are not
     mapped here). ``blocked``: why the kernel stays root (``_cannot_drop``), or None."""
     if not drop:
         return uid, gid, None
-    own = FALLBACK_ID_BASE + os.getpid()
-    if spec.uid is None and _mapped("uid", own) and _mapped("gid", own):
-        uid, gid = own, own
+    if spec.uid is None:
+        for _ in range(8):
+            own = FALLBACK_ID_BASE + secrets.randbelow(FALLBACK_IDS)
+            if not (_mapped("uid", own) and _mapped("gid", own)):
+                break
+            if _count_tasks(own) == 0:
+                uid, gid = own, own
+                break
     return uid, gid, _cannot_drop(uid, gid, workspace)
 
 
@@ -290,7 +298,7 @@ def _describe(
         if drop and blocked is None:
             who = f"uid {uid}" + (" (nobody)" if uid == NOBODY else "")
             if uid >= FALLBACK_ID_BASE:
-                who = f"uid {FALLBACK_ID_BASE} + the grading process's pid ({uid}: its own)"
+                who = f"each kernel a uid of its own (drawn at random, >= {FALLBACK_ID_BASE})"
             cap = f"{who}; nproc {spec.max_processes} above that uid's current processes"
         elif os.geteuid() == 0:
             cap = "as root" + (f" ({blocked})" if blocked else "") + "; no process cap"
