@@ -305,6 +305,8 @@ def _names(source: str) -> tuple[set[str], set[str]]:
             bound.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, ast.arg):
             bound.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:  # except ... as name
+            bound.add(node.name)
     return read, bound
 
 

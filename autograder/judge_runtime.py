@@ -181,8 +181,9 @@ STUDENT_CALL = (
 )
 
 
-class StudentKernelError(RuntimeError):
-    """The student's kernel cannot answer (it died, or does not respond)."""
+class StudentKernelError(Exception):
+    """The student's kernel cannot answer (it died, or does not respond). Not a
+    ``RuntimeError``: tests catch those from a student's function to explain them."""
 
 
 class StudentTimeout(TimeoutError):
@@ -667,7 +668,11 @@ def build_graph_module(nodes, modules: dict, attrs: dict, training: bool) -> tor
 
 
 def _why_refused(error: Exception) -> str:
-    """The useful line of a refused load (torch's message is long)."""
+    """The useful line of a refused load (torch's message is long, and its advice is for
+    whoever loads the file: add the type to the safe globals)."""
+    named = re.search(r"GLOBAL ([\w.]+) was not an allowed global", str(error))
+    if named:
+        return f"type {named.group(1)} is not accepted"
     for line in str(error).splitlines():
         if "GLOBAL" in line or "global" in line or "not allowed" in line:
             return line.strip()[:300]

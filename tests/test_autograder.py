@@ -934,3 +934,15 @@ def test_a_feedback_page_that_renders_too_long_is_cut_off():
     fine = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("**hello**")])
     body, why = report._render(fine, 60)
     assert why == "" and "<strong>hello</strong>" in body
+
+
+def test_a_name_bound_by_except_as_is_not_taken_from_the_student():
+    """``except ValueError as error`` binds ``error`` in the test cell: the judge must not ask
+    the student's kernel for it before every cell (a student's ``error`` could be a large
+    tensor). The real labs' test cells use ``error`` and ``_error`` that way."""
+    read, bound = grade._names("try:\n    f()\nexcept ValueError as error:\n    print(error)\n")
+    assert {"f", "error"} <= read and "error" in bound and "f" not in bound
+    course = Course()
+    for lab in ("lab1_pruning", "lab3_quant_prune"):
+        names = grade.student_names(course.load(lab))
+        assert not {"error", "_error"} & set(names), (lab, names)
