@@ -11,15 +11,18 @@ same files as ``DIR.zip``:
 - ``README.md``: the students' guide (``autograder/handout_readme.md``).
 
 Nothing else: no sources, tests, benchmarks or results. Before writing, every file is searched
-for the sources' solutions and hidden tests (a long line of one, or three lines in a row, that
-the release does not show); a hit stops the handout and names the file and the line.
+for the sources' solutions and hidden tests (a long line of one, anywhere in a line, or three
+lines in a row, or a whole region of fewer lines, that the release does not show; lines compared
+without comments and spaces); a hit stops the handout and names the file and the line.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
+import tokenize
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +50,7 @@ REPO_FILES = (
 )
 STUDENT_README = COURSE_ROOT / "handout_readme.md"
 NAME = "HANDOUT_NAME"  # in STUDENT_README: the handout's folder (and zip) name
-LONG_LINE = 40  # characters: a line this long from a solution is distinctive on its own
+LONG_LINE = 32  # characters without spaces: a line this long from a solution is distinctive
 RUN = 3  # lines in a row: a shorter run of solution lines may be ordinary code
 MAX_SHOWN = 10  # leaks named in the error
 PACKAGE = Path(__file__).parent  # the autograder package
@@ -117,8 +120,28 @@ def build(course: Course, out: Path, replace: bool = False) -> Handout:
 
 
 def _code_lines(text: str) -> list[str]:
-    """Stripped lines that say something (no blanks, no comments)."""
-    return [s for s in (line.strip() for line in text.split("\n")) if s and not s.startswith("#")]
+    """The lines that say something, compared as code: without comments (``#`` outside
+    strings, by Python's tokenizer) and without spaces; blank lines dropped."""
+    return [code for code, _ in _lines_as_written(text)]
+
+
+def _lines_as_written(text: str) -> list[tuple[str, str]]:
+    """(``_code_lines``'s form, the line as written, stripped) for each line that says
+    something: the first is compared, the second named in a leak."""
+    pairs = (("".join(_without_comment(line).split()), line.strip()) for line in text.split("\n"))
+    return [(code, written) for code, written in pairs if code]
+
+
+def _without_comment(line: str) -> str:
+    if "#" not in line:
+        return line
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(line.strip()).readline):
+            if token.type == tokenize.COMMENT:
+                return line.strip()[: token.start[1]]
+    except (tokenize.TokenError, SyntaxError):  # an unclosed bracket or string: keep it all
+        pass
+    return line
 
 
 def _regions(source: str) -> list[str]:
@@ -139,7 +162,7 @@ def _windows(lines: list[str]) -> set:
 
 def _signatures(lines: list[str]) -> set:
     """What identifies a region: each long line, each run of RUN lines, and a region of fewer
-    lines (``target_sparsity = 0.6``) as a whole."""
+    lines (Lab 1's one-line value answer) as a whole."""
     long = {(line,) for line in lines if len(line) >= LONG_LINE}
     runs = {tuple(lines[i : i + RUN]) for i in range(len(lines) - RUN + 1)}
     whole = {tuple(lines)} if 0 < len(lines) < RUN else set()
@@ -151,13 +174,18 @@ def find_leaks(course: Course, labs: list[str], files: dict[str, bytes]) -> list
     that shows one, and ``<file>: holds <marker>`` for a notebook with a region marker."""
     secret: dict = {}
     for lab in labs:
-        shown = set()
+        shown, shown_lines = set(), []
         for cell in nbformat.reads(files[f"{lab}.ipynb"].decode(), as_version=4).cells:
-            shown |= _windows(_code_lines(source_text(cell)))
+            lines = _code_lines(source_text(cell))
+            shown |= _windows(lines)
+            shown_lines += lines
         for cell in course.load(lab).notebook.cells:
             for region in _regions(source_text(cell)):
                 for signature in _signatures(_code_lines(region)) - shown:
+                    if len(signature) == 1 and any(signature[0] in line for line in shown_lines):
+                        continue  # the release quotes it (a hint in the prose)
                     secret.setdefault(signature, lab)
+    single = [signature[0] for signature in secret if len(signature) == 1]
     leaks = []
     for name, data in sorted(files.items()):
         try:
@@ -169,13 +197,20 @@ def find_leaks(course: Course, labs: list[str], files: dict[str, bytes]) -> list
             for marker in (SOLUTION_BEGIN, HIDDEN_BEGIN):
                 if marker in text:
                     leaks.append(f"{name}: holds {marker!r}")
-        lines = _code_lines(text)
-        for index in range(len(lines)):
+        pairs = _lines_as_written(text)
+        lines = [code for code, _ in pairs]
+        for index, line in enumerate(lines):
             for k in range(1, RUN + 1):
                 signature = tuple(lines[index : index + k])
                 if len(signature) == k and signature in secret:
-                    what = " / ".join(signature)
+                    what = " / ".join(written for _, written in pairs[index : index + k])
                     leaks.append(f"{name}: {secret[signature]}'s solution or hidden test: {what}")
+            for signature in single:  # one line inside a longer one (prose, a backquote)
+                if signature in line and signature != line:
+                    what = pairs[index][1]
+                    leaks.append(
+                        f"{name}: {secret[(signature,)]}'s solution or hidden test: {what}"
+                    )
     return leaks
 
 

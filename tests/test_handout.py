@@ -225,26 +225,62 @@ def test_a_real_solution_pasted_into_a_helper_stops_the_handout(tmp_path, lab):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["utils.py"]
 
 
-def test_a_short_solution_region_pasted_into_a_helper_stops_the_handout(tmp_path):
-    """A solution region of one short line (Lab 1's answer ``target_sparsity = ...``, under 40
-    characters, fewer than 3 lines) is found as a whole; the same name with the release's
-    placeholder is not a leak."""
+def solution_lines(grade_id: str) -> list[str]:
+    """A Lab 1 solution region's code lines, stripped (comment lines dropped)."""
     notebook = nbformat.read(COURSE_ROOT / "source" / "lab1_pruning" / "lab1_pruning.ipynb", 4)
-    (answer,) = [
+    (cell,) = [
+        c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id
+    ]
+    region = cell.source.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0]
+    return [
         line.strip()
-        for cell in notebook.cells
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == "lab1_target_sparsity_solution"
-        for line in cell.source.split("### BEGIN SOLUTION")[1]
-        .split("### END SOLUTION")[0]
-        .splitlines()
+        for line in region.splitlines()
         if line.strip() and not line.strip().startswith("#")
     ]
-    assert len(answer) < 40
+
+
+def respaced(line: str) -> str:
+    """``a = b`` as ``a=b``: the same code, other spacing."""
+    return line.replace(" = ", "=")
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        lambda lines: lines,  # as it is
+        lambda lines: [respaced(lines[0])],  # other spacing
+        lambda lines: [lines[0] + "  # keeps 10 of 25"],  # a comment added
+        lambda lines: [f"Answer: `{lines[0]}`, as the scan shows"],  # quoted in prose
+    ],
+    ids=["as-is", "respaced", "commented", "in-prose"],
+)
+def test_a_short_solution_region_pasted_into_a_helper_stops_the_handout(tmp_path, form):
+    """A solution region of one short line (Lab 1's answer ``target_sparsity = ...``, fewer
+    than 3 lines, none long) is found as a whole, also respaced, commented or quoted in prose;
+    the same name with the release's placeholder is not a leak (the real handout is written:
+    test above)."""
+    (answer,) = solution_lines("lab1_target_sparsity_solution")
+    assert answer.startswith("target_sparsity =") and len(answer) < 40
     leaky = tmp_path / "utils.py"
-    leaky.write_text(f"x = 1\n{answer}\n")
-    with pytest.raises(HandoutError, match=rf"utils.py: lab1_pruning's solution .*: {answer}$"):
+    leaky.write_text("x = 1\n" + "\n".join(form([answer])) + "\n")
+    with pytest.raises(HandoutError, match=r"utils.py: lab1_pruning's solution .*target_sparsity ?="):
         build(Course(student_files=(REPO_ROOT / "helpers", leaky)), tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["utils.py"]
+
+
+def test_a_two_line_solution_without_its_comment_stops_the_handout(tmp_path):
+    """get_input_channel_importance's solution is two lines, the first with a trailing
+    comment: pasted without that comment it is still found."""
+    lines = solution_lines("lab1_get_input_channel_importance_solution")
+    assert len(lines) == 2 and "#" in lines[0]
+    leaky = tmp_path / "utils.py"
+    leaky.write_text(
+        "def importance(weight):\n"
+        + "\n".join("    " + line.split("#")[0].rstrip() for line in lines)
+        + "\n"
+    )
+    with pytest.raises(HandoutError, match=r"utils.py: lab1_pruning's solution .*importance"):
+        build(Course(student_files=(REPO_ROOT / "helpers", leaky)), tmp_path / "out")
 
 
 def test_a_stale_release_a_missing_file_or_an_output_in_the_way_is_refused_or_replaced(
