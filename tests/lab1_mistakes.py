@@ -101,12 +101,12 @@ MISTAKES: list[dict] = [
         "fails": {"lab1_sparsity_dict"},
     },
     {
-        "name": "sparsity_dict_uniform",
-        "description": "one sparsity for every weight (0.8: 20% of the size), conv0 as pruned "
-        "as the largest convs",
+        "name": "sparsity_dict_nearly_uniform",
+        "description": "0.8 for every weight (20% of the size), conv0 0.7999: the scan ignored",
         "grade_id": "lab1_sparsity_dict_solution",
         "old": '"classifier.weight": 0.6,\n}',
-        "new": '"classifier.weight": 0.6,\n}\nsparsity_dict = dict.fromkeys(sparsity_dict, 0.8)',
+        "new": '"classifier.weight": 0.6,\n}\nsparsity_dict = dict.fromkeys(sparsity_dict, 0.8)\n'
+        'sparsity_dict["backbone.conv0.weight"] = 0.7999',
         "fails": {"lab1_sparsity_dict"},
     },
     {
