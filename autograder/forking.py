@@ -94,6 +94,8 @@ def child(request):
     os.closerange(3, 1 << 16)  # nothing of the template's stays open
     os.environ.clear()
     os.environ.update(request["env"])
+    if "tempfile" in sys.modules:  # it caches the folder it chose: the template's TMPDIR
+        sys.modules["tempfile"].tempdir = None
     os.chdir(request["cwd"])
     front = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:0] = [p for p in front if p not in sys.path]

@@ -30,9 +30,10 @@ pytestmark = [
     pytest.mark.skipif(not forking.supported(), reason="forking needs Linux with pidfd"),
 ]
 
-PRELOADED = "import os\nIMPORTED_BY = os.getpid()\nCALLS = []\n"
+# tempfile caches its folder on first use: the template's, unless each kernel forgets it
+PRELOADED = "import os, tempfile\nIMPORTED_BY = os.getpid()\nCALLS = []\ntempfile.gettempdir()\n"
 REPORT = """
-import json, os, resource, sys
+import json, os, resource, sys, tempfile
 already = "preloaded" in sys.modules
 import preloaded
 preloaded.CALLS.append(os.getpid())
@@ -40,7 +41,7 @@ print(json.dumps({
     "already": already, "imported_by": preloaded.IMPORTED_BY, "pid": os.getpid(),
     "ppid": os.getppid(), "calls": preloaded.CALLS, "cwd": os.getcwd(),
     "lab_data": os.environ.get("LAB_DATA"), "memory": resource.getrlimit(resource.RLIMIT_AS)[0],
-    "session": os.getsid(0),
+    "session": os.getsid(0), "tmp": tempfile.gettempdir(),
 }))
 """
 
@@ -92,7 +93,8 @@ def test_each_kernel_is_a_fresh_fork_with_its_own_environment(tmp_path, lib):
             km = _LimitedKernelManager(
                 kernel_name="python3", memory_bytes=6 << 30, template=template
             )
-            run_env = {**env, "LAB_DATA": str(cwd / "data")}
+            (cwd / "tmp").mkdir()
+            run_env = {**env, "LAB_DATA": str(cwd / "data"), "TMPDIR": str(cwd / "tmp")}
             seen.append(run_kernel(km, cwd, run_env, REPORT))
         for number, report in enumerate(seen):
             assert report["already"], "the module was not imported by the template"
@@ -103,6 +105,7 @@ def test_each_kernel_is_a_fresh_fork_with_its_own_environment(tmp_path, lib):
             assert report["lab_data"] == str(tmp_path / f"work{number}" / "data")
             assert report["memory"] == 6 << 30
             assert report["session"] == report["pid"], "the kernel is not in its own session"
+            assert report["tmp"] == str(tmp_path / f"work{number}" / "tmp"), "the template's"
         assert seen[0]["pid"] != seen[1]["pid"]
         assert template.failed_imports == []
     finally:
