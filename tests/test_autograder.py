@@ -433,6 +433,20 @@ def batch(tmp_path_factory, release_text):
     )
     write(
         folder,
+        "uses_its_user_and_tmp.ipynb",
+        with_solution(
+            correct,
+            "toy_double_solution",
+            "import getpass, os, tempfile\n"
+            "def double(x):\n"
+            "    assert getpass.getuser() == os.environ['USER'] == 'student', getpass.getuser()\n"
+            "    handle, path = tempfile.mkstemp()\n"
+            "    assert path.startswith(os.environ['TMPDIR']), path\n"
+            "    return SCALE * x",
+        ),
+    )
+    write(
+        folder,
         "hidden_fail.ipynb",
         with_solution(correct, "toy_double_solution", "def double(x):\n    return 2 * abs(x)"),
     )
@@ -604,6 +618,12 @@ def test_a_dying_kernel_keeps_earlier_scores(batch):
 
 def test_a_memory_bomb_fails_only_its_own_question(batch):
     assert scores(batch["table"], "memory_bomb") == {**FULL, "toy_double": 0}
+
+
+def test_a_kernel_has_a_user_name_and_its_own_temporary_folder(batch):
+    """getpass.getuser() answers (the fallback's uids have no account; the grader's user name
+    is not passed on) and tempfile writes in the workspace's TMPDIR, not the template's."""
+    assert scores(batch["table"], "uses_its_user_and_tmp") == FULL
 
 
 def test_warnings_and_stderr_cost_nothing(batch):

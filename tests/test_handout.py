@@ -263,7 +263,9 @@ def test_a_short_solution_region_pasted_into_a_helper_stops_the_handout(tmp_path
     assert answer.startswith("target_sparsity =") and len(answer) < 40
     leaky = tmp_path / "utils.py"
     leaky.write_text("x = 1\n" + "\n".join(form([answer])) + "\n")
-    with pytest.raises(HandoutError, match=r"utils.py: lab1_pruning's solution .*target_sparsity ?="):
+    with pytest.raises(
+        HandoutError, match=r"utils.py: lab1_pruning's solution .*target_sparsity ?="
+    ):
         build(Course(student_files=(REPO_ROOT / "helpers", leaky)), tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["utils.py"]
 
