@@ -613,6 +613,8 @@ async def _shutdown(client: _CappedClient, km: _LimitedKernelManager) -> None:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    if km.launch is not None:
+        km.launch.remove_leftovers()  # a fallback kernel's files in /tmp and /dev/shm
     try:
         await km.cleanup_resources()
     except Exception:  # noqa: BLE001

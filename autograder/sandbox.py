@@ -62,6 +62,7 @@ import os
 import resource
 import secrets
 import select
+import shutil
 import signal
 import socket
 import stat
@@ -124,6 +125,34 @@ class Launch:
         if self.uid is not None:
             os.chown(connection_file, self.uid, self.config["gid"])
         return launcher_code({**self.config, "grader": parent} if parent else self.config)
+
+    def remove_leftovers(self) -> int:
+        """After the kernel ended: remove what a fallback kernel left in the shared scratch
+        folders (``SCRATCH``: ``/dev/shm`` is memory). Only where its uid was its own (drawn
+        for it), so everything that uid owns there is this kernel's; entries at the top of
+        each folder, links removed, not followed. With namespaces those folders are private
+        and go with the kernel. Returns how many entries went."""
+        uid = self.config.get("uid", -1) if self.config.get("mode") == "fallback" else -1
+        if uid < FALLBACK_ID_BASE:
+            return 0
+        removed = 0
+        for folder in SCRATCH:
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.stat(follow_symlinks=False).st_uid != uid:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+                    removed += 1
+                except OSError:
+                    continue
+        return removed
 
 
 # --------------------------------------------------------------------------- grader side

@@ -494,6 +494,43 @@ def test_a_root_grader_without_namespaces_hands_the_kernel_to_a_user_of_its_own(
 
 
 @ROOT_ONLY
+def test_what_a_fallback_kernel_left_in_the_shared_scratch_folders_is_removed(base, monkeypatch):
+    """Its uid is its own: everything that uid owns at the top of /tmp, /var/tmp and /dev/shm
+    goes after the kernel (a folder with its contents, a link without its target); what
+    others own stays. Under 65534 (shared) nothing is removed."""
+    monkeypatch.setenv(MODE_VARIABLE, "off")
+    monkeypatch.setattr(sandbox, "_cannot_drop", lambda *args: None)
+    root, cwd, env = workspace_in(base)
+    launch = sandbox.prepare(SandboxSpec(workspace=root), cwd, env)
+    own, tag = launch.uid, f"leftover-test-{os.getpid()}"
+    target = base / "target.txt"
+    target.write_text("not the kernel's")
+    made = [Path("/tmp", tag), Path("/dev/shm", tag), Path("/tmp", tag + "-dir")]
+    made[0].write_text("x")
+    made[1].write_bytes(b"x" * 1024)
+    (made[2] / "inner").mkdir(parents=True)
+    link = Path("/tmp", tag + "-link")
+    link.symlink_to(target)
+    others = Path("/tmp", tag + "-others")
+    others.write_text("someone else's")
+    try:
+        for path in [*made, made[2] / "inner"]:
+            os.chown(path, own, own)
+        os.chown(link, own, own, follow_symlinks=False)
+        shared = dataclasses.replace(launch, config={**launch.config, "uid": sandbox.NOBODY})
+        assert shared.remove_leftovers() == 0
+        assert launch.remove_leftovers() >= 4
+        assert not any(p.exists() or p.is_symlink() for p in [*made, link])
+        assert target.read_text() == "not the kernel's" and others.exists()
+    finally:
+        for path in [*made, link, others]:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+
+
+@ROOT_ONLY
 def test_a_root_graders_kernel_without_namespaces_cannot_read_write_or_signal(base, monkeypatch):
     """The launcher's fallback half, run as a kernel runs it: after it returns, is the process
     its own user, unable to read a root-only file, write a root-owned one, signal the grader,
@@ -589,12 +626,15 @@ def test_a_kernel_run_by_nobody_without_namespaces_grades_as_usual(base, monkeyp
     secret = base / "secret.txt"
     secret.write_text("secret")
     secret.chmod(0o600)
+    left = [Path("/tmp", f"left-by-kernel-{os.getpid()}"), Path("/dev/shm", f"left-{os.getpid()}")]
     cells = [
         "import os\nassert os.getuid() == os.getgid() >= 1_900_000_000",
         f"open({str(secret)!r}).read()",
         "import torch\nopen('mine.txt', 'w').write(str(torch.ones(2).sum().item()))",
+        f"for path in {[str(p) for p in left]!r}:\n    open(path, 'w').write('left')",
     ]
     limits = dataclasses.replace(LIMITS, memory_mb=8192)  # PyTorch maps more than 2 GiB
     execution = run(cells, SandboxSpec(), base, limits=limits)
-    assert statuses(execution) == ["ok", "error", "ok"], why(execution)
+    assert statuses(execution) == ["ok", "error", "ok", "ok"], why(execution)
     assert execution.runs[1].ename == "PermissionError"
+    assert not any(path.exists() for path in left)  # removed after the kernel
