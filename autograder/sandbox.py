@@ -130,11 +130,13 @@ class Launch:
         """After the kernel ended: remove what a fallback kernel left in the shared scratch
         folders (``SCRATCH``: ``/dev/shm`` is memory). Only where its uid was its own (drawn
         for it), so everything that uid owns there is this kernel's; entries at the top of
-        each folder, links removed, not followed. With namespaces those folders are private
-        and go with the kernel. Returns how many entries went."""
+        each folder, links removed, not followed; its workspace (the grader's to read and
+        remove) kept. With namespaces those folders are private and go with the kernel.
+        Returns how many entries went."""
         uid = self.config.get("uid", -1) if self.config.get("mode") == "fallback" else -1
-        if uid < FALLBACK_ID_BASE:
+        if uid < FALLBACK_ID_BASE or self.runtime is None:
             return 0
+        workspace = os.path.realpath(self.runtime.parent)  # handed to that uid: the grader's
         removed = 0
         for folder in SCRATCH:
             try:
@@ -144,6 +146,8 @@ class Launch:
             for entry in entries:
                 try:
                     if entry.stat(follow_symlinks=False).st_uid != uid:
+                        continue
+                    if os.path.realpath(entry.path) == workspace:
                         continue
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.path)

@@ -497,11 +497,15 @@ def test_a_root_grader_without_namespaces_hands_the_kernel_to_a_user_of_its_own(
 def test_what_a_fallback_kernel_left_in_the_shared_scratch_folders_is_removed(base, monkeypatch):
     """Its uid is its own: everything that uid owns at the top of /tmp, /var/tmp and /dev/shm
     goes after the kernel (a folder with its contents, a link without its target); what
-    others own stays. Under 65534 (shared) nothing is removed."""
+    others own stays, and so does its workspace, handed to that uid and at the top of /tmp
+    as grading makes it (the grader reads it afterwards). Under 65534 (shared) nothing goes."""
     monkeypatch.setenv(MODE_VARIABLE, "off")
     monkeypatch.setattr(sandbox, "_cannot_drop", lambda *args: None)
-    root, cwd, env = workspace_in(base)
-    launch = sandbox.prepare(SandboxSpec(workspace=root), cwd, env)
+    root = top = Path(tempfile.mkdtemp(prefix="autograder-leftover-test-", dir="/tmp"))
+    for sub in ("work", "home", "tmp"):
+        (root / sub).mkdir()
+    env = kernel_env({"HOME": str(root / "home"), "TMPDIR": str(root / "tmp")})
+    launch = sandbox.prepare(SandboxSpec(workspace=root), root / "work", env)
     own, tag = launch.uid, f"leftover-test-{os.getpid()}"
     target = base / "target.txt"
     target.write_text("not the kernel's")
@@ -522,8 +526,9 @@ def test_what_a_fallback_kernel_left_in_the_shared_scratch_folders_is_removed(ba
         assert launch.remove_leftovers() >= 4
         assert not any(p.exists() or p.is_symlink() for p in [*made, link])
         assert target.read_text() == "not the kernel's" and others.exists()
+        assert root.stat().st_uid == own and (root / "work").is_dir()  # the workspace stays
     finally:
-        for path in [*made, link, others]:
+        for path in [*made, link, others, top]:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             elif path.exists() or path.is_symlink():
