@@ -133,8 +133,8 @@ class Launch:
         each folder, links removed, not followed; its workspace (the grader's to read and
         remove) kept. With namespaces those folders are private and go with the kernel.
         Returns how many entries went."""
-        uid = self.config.get("uid", -1) if self.config.get("mode") == "fallback" else -1
-        if uid < FALLBACK_ID_BASE or self.runtime is None:
+        uid = self.uid  # only _without_namespaces draws one at or above the base
+        if uid is None or uid < FALLBACK_ID_BASE or self.runtime is None:
             return 0
         workspace = os.path.realpath(self.runtime.parent)  # handed to that uid: the grader's
         removed = 0

@@ -521,7 +521,9 @@ def test_what_a_fallback_kernel_left_in_the_shared_scratch_folders_is_removed(ba
         for path in [*made, made[2] / "inner"]:
             os.chown(path, own, own)
         os.chown(link, own, own, follow_symlinks=False)
-        shared = dataclasses.replace(launch, config={**launch.config, "uid": sandbox.NOBODY})
+        shared = dataclasses.replace(
+            launch, uid=sandbox.NOBODY, config={**launch.config, "uid": sandbox.NOBODY}
+        )
         assert shared.remove_leftovers() == 0
         assert launch.remove_leftovers() >= 4
         assert not any(p.exists() or p.is_symlink() for p in [*made, link])
