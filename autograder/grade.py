@@ -96,6 +96,9 @@ MAX_SUBMISSION_MB = 256
 # The disk space (MiB) extracting a zip of submissions leaves free at the least: a zip of many
 # large notebooks stops the run (exit 2) before it fills the disk.
 DISK_RESERVE_MB = 512
+# The judge's error when the student's code removed or replaced the grader's request folder
+# (judge_runtime.GraderFilesTampered: the judge runs a copy of that file, not imported here).
+TAMPERED_ERROR = "GraderFilesTampered"
 # Severity order of statuses, most severe first: a student's total takes the first that occurs.
 STATUS_ORDER = ("unreadable", "error", "timeout", "tampered", "manual", "ok")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -705,6 +708,8 @@ def score(lab: Lab, restored: Restored, execution: Execution) -> list[dict]:
         cell = execution.notebook.cells[position]
         if run.status == "ok":
             status, points, message = "ok", question.points, "passed"
+        elif run.status == "error" and run.ename == TAMPERED_ERROR:
+            status, points, message = "tampered", 0.0, f"failed: {run.evalue.strip()}"
         elif run.status == "error":
             status, points, message = "ok", 0.0, failure_message(cell, run, question.kind)
             earlier = [

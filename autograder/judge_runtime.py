@@ -186,6 +186,12 @@ class StudentKernelError(Exception):
     ``RuntimeError``: tests catch those from a student's function to explain them."""
 
 
+class GraderFilesTampered(StudentKernelError):
+    """The student's code removed or replaced the grader's request folder. Graded as
+    ``tampered`` (by its name, which ``grade`` reads from the cell's error), not as a
+    failed test."""
+
+
 class StudentTimeout(TimeoutError):
     """A student's function ran past the cell's time limit; the judge stopped it. (The judge
     keeps the limit itself: an interrupt of the judge kernel in the middle of a call could
@@ -208,6 +214,7 @@ class _Judge:
         self.calls = 0
         self.cell_started = time.monotonic()
         self.dead: str | None = None
+        self.dead_error: type[StudentKernelError] = StudentKernelError
         self.proxies: dict[str, object] = {}
 
     # ------------------------------------------------------------------ requests
@@ -215,7 +222,7 @@ class _Judge:
     def request(self, kind: str, name, args=(), kwargs=None):
         """Run one request in the student's kernel; returns the response (already vetted)."""
         if self.dead:
-            raise StudentKernelError(self.dead)
+            raise self.dead_error(self.dead)
         self.calls += 1
         # The folder is the student's: unguessable names, never following a link they made,
         # and every file opened relative to the folder itself (_rpc_folder), not its path.
@@ -267,7 +274,8 @@ class _Judge:
             folder = os.open(self.rpc_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as error:
             self.dead = f"the grader's request folder is gone ({error.strerror}); later tests fail"
-            raise StudentKernelError(self.dead) from None
+            self.dead_error = GraderFilesTampered
+            raise GraderFilesTampered(self.dead) from None
         found = os.fstat(folder)
         if self.rpc_id and f"{found.st_dev}:{found.st_ino}" != self.rpc_id:
             os.close(folder)
@@ -275,7 +283,8 @@ class _Judge:
                 f"the grader's request folder {self.rpc_dir} was replaced (by the student's "
                 "code?); later tests fail"
             )
-            raise StudentKernelError(self.dead)
+            self.dead_error = GraderFilesTampered
+            raise GraderFilesTampered(self.dead)
         return folder
 
     def _execute(self, code: str, timeout: float, name) -> None:
@@ -860,9 +869,9 @@ def _process_alive(pid: int) -> bool:
 # ---------------------------------------------------------------------- install
 
 
-def _failing(name: str, why: str):
+def _failing(name: str, why: str, error: type[StudentKernelError] = StudentKernelError):
     def unavailable(*args, **kwargs):
-        raise StudentKernelError(f"{name} could not be taken from the student's kernel: {why}")
+        raise error(f"{name} could not be taken from the student's kernel: {why}")
 
     unavailable.__name__ = name
     return unavailable
@@ -905,8 +914,9 @@ def install() -> _Judge:
             judge.sync()
         except BaseException as error:  # noqa: BLE001 (IPython would only print it)
             why = f"{type(error).__name__}: {error}"
+            kind = type(error) if isinstance(error, StudentKernelError) else StudentKernelError
             for name in judge.names:
-                shell.user_ns[name] = _failing(name, why)
+                shell.user_ns[name] = _failing(name, why, kind)
 
     shell.events.register("pre_run_cell", before_cell)
     return judge

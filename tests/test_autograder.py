@@ -501,6 +501,16 @@ def batch(tmp_path_factory, release_text):
             "start_new_session=True)\ndef square(x):\n    return x * x\n",
         ),
     )
+    write(
+        folder,
+        "replaces_request_folder.ipynb",
+        with_solution(
+            correct,
+            "toy_square_solution",
+            "import os\nrpc = os.path.join(os.path.dirname(os.getcwd()), 'rpc')\n"
+            "os.rename(rpc, rpc + '-old')\nos.mkdir(rpc)\ndef square(x):\n    return x * x\n",
+        ),
+    )
     printer = copy.deepcopy(correct)
     printer.cells.insert(
         3, nbformat.v4.new_code_cell("print('x' * 100_000_000)\nimport sys\nsys.exit()")
@@ -640,6 +650,24 @@ def test_cheats_gain_nothing(batch, student):
     input transformer, hidden tests read from In, the source notebook read by path, results
     rewritten): exactly the wrong answer's score."""
     assert scores(batch["table"], student) == {**FULL, "toy_double": 0}
+
+
+def test_replacing_the_graders_request_folder_is_flagged_tampered(batch):
+    """The judge refuses a request folder put in the place of its own; the tests after that
+    score 0 as ``tampered`` (an attack on the grader, for a person to look at), not as a
+    failed test."""
+    assert scores(batch["table"], "replaces_request_folder") == {**FULL, "toy_square": 0}
+    assert statuses(batch["table"], "replaces_request_folder") == {
+        "toy_double": "ok",
+        "toy_square": "tampered",
+        "toy_q_why": "manual",
+    }
+    result = json.loads(
+        (results_dir(batch["out"], "toy") / "replaces_request_folder.json").read_text()
+    )
+    square = next(row for row in result["rows"] if row["question"] == "toy_square")
+    assert "request folder" in square["message"] and "was replaced" in square["message"]
+    assert result["status"] == "tampered"
 
 
 def test_results_written_by_a_student_are_not_kept(batch):

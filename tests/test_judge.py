@@ -20,6 +20,7 @@ import torch.nn.utils.prune as prune
 from jupyter_client import KernelManager
 from torch import nn
 
+from autograder import grade
 from autograder import judge_runtime as jr
 from autograder.execute import kernel_env
 from helpers.pruning import random_vgg
@@ -288,10 +289,12 @@ def test_a_request_folder_replaced_by_a_link_is_refused_and_nothing_is_written_t
         )
         with pytest.raises(jr.StudentKernelError, match="request folder .* was replaced") as caught:
             ns["double"](4)
-        # not a RuntimeError: tests catch those from a student's function to explain them
+        # not a RuntimeError: tests catch those from a student's function to explain them;
+        # graded as tampered by this name
         assert not isinstance(caught.value, RuntimeError)
+        assert type(caught.value).__name__ == grade.TAMPERED_ERROR
         assert list(elsewhere.iterdir()) == []
-        with pytest.raises(jr.StudentKernelError, match="was replaced"):
+        with pytest.raises(jr.GraderFilesTampered, match="was replaced"):
             ns["double"](5)  # and it stays refused
     finally:
         kernel.close()
