@@ -61,6 +61,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -900,6 +901,8 @@ def _from_file(path: Path, lab: str, root: Path | None, scratch: Path) -> list[S
         # upload) would have the grader read whatever it points to, the solutions included.
         why = "a symbolic link, not a notebook file: submit the notebook itself"
         return [Submission(student, path, str(path), _timestamp(path), refused=why)]
+    if root is None and path.suffix.lower() == ".zip" and not zipfile.is_zipfile(path):
+        raise UsageError(f"{path}: not a readable zip (a download cut short?); download it again")
     if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
         if root is None:
             return _from_zip(path, lab, scratch)  # the instructor's: a bulk download
@@ -923,32 +926,41 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
     cap = (MAX_SUBMISSION_MB << 20) + 1  # per notebook: one byte over, enough to refuse it
     allowed = MAX_SUBMISSION_MB << 20 if owned else math.inf  # in all; one byte more: refused
     with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
+        wanted = [info for info in archive.infolist() if _extracted(info)]
+        # Refused before anything is written, from the sizes the zip declares: zipfile reads
+        # no entry past its declared size (a larger one ends in BadZipFile, a bad CRC). The
+        # copy below keeps the same account as it writes, should a reader ever differ.
+        declared = sum(min(info.file_size, cap) for info in wanted)
+        if declared > allowed:
+            raise UsageError(_too_much_in_all())
+        if declared > room:
+            raise UsageError(_no_room(path, scratch))
+        for info in wanted:
             name = Path(info.filename)
-            if info.is_dir() or name.is_absolute() or ".." in name.parts:
-                continue
-            if name.suffix.lower() != ".ipynb" and name.name != "timestamp.txt":
-                continue
-            if any(_skipped(part) for part in name.parts):
-                continue
             out = target / name
             out.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as source, open(out, "wb") as sink:
-                limit = min(cap, max(room, 0) + 1, max(allowed, 0) + 1)
-                copied = _copy_at_most(source, sink, limit)
-                room -= copied
-                allowed -= copied
+            try:
+                with archive.open(info) as source, open(out, "wb") as sink:
+                    limit = min(cap, max(room, 0) + 1, max(allowed, 0) + 1)
+                    copied = _copy_at_most(source, sink, limit)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+                raise UsageError(
+                    f"{path}: {info.filename} cannot be extracted ({error or type(error).__name__})"
+                    "; the zip is damaged: download it again"
+                ) from None
+            except RuntimeError as error:  # zipfile's "is encrypted, password required"
+                if "encrypted" not in str(error):
+                    raise
+                raise UsageError(
+                    f"{path}: {info.filename} is encrypted (password-protected); grading needs "
+                    "a zip without a password"
+                ) from None
+            room -= copied
+            allowed -= copied
             if allowed < 0:
-                raise UsageError(
-                    f"a zip whose notebooks hold more than {MAX_SUBMISSION_MB} MiB in all: "
-                    "submit the notebook itself"
-                )
+                raise UsageError(_too_much_in_all())
             if room < 0:
-                raise UsageError(
-                    f"{path}: its notebooks would leave less than {DISK_RESERVE_MB} MiB free "
-                    f"on the disk of {scratch}; free some space there, or set TMPDIR to a "
-                    "folder on a larger disk"
-                )
+                raise UsageError(_no_room(path, scratch))
             times[out] = datetime(*info.date_time).timestamp()
     found = []
     root = _unwrap(target)
@@ -959,6 +971,32 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
         origin = f"{path}!{out.relative_to(target).as_posix()}"
         found.append(Submission(student, out, origin, _timestamp(out, times[out])))
     return found
+
+
+def _extracted(info: zipfile.ZipInfo) -> bool:
+    """Whether a zip entry is extracted: notebooks and nbgrader's ``timestamp.txt``, inside
+    the zip's own folder, not in a folder a submission search skips."""
+    name = Path(info.filename)
+    if info.is_dir() or name.is_absolute() or ".." in name.parts:
+        return False
+    if name.suffix.lower() != ".ipynb" and name.name != "timestamp.txt":
+        return False
+    return not any(_skipped(part) for part in name.parts)
+
+
+def _too_much_in_all() -> str:
+    return (
+        f"a zip whose notebooks hold more than {MAX_SUBMISSION_MB} MiB in all: "
+        "submit the notebook itself"
+    )
+
+
+def _no_room(path: Path, scratch: Path) -> str:
+    return (
+        f"{path}: its notebooks would leave less than {DISK_RESERVE_MB} MiB free "
+        f"on the disk of {scratch}; free some space there, or set TMPDIR to a "
+        "folder on a larger disk"
+    )
 
 
 def _copy_at_most(source, sink, limit: int) -> int:

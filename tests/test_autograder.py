@@ -12,10 +12,12 @@ import copy
 import dataclasses
 import hashlib
 import html
+import io
 import json
 import os
 import re
 import shutil
+import struct
 import time
 import zipfile
 from pathlib import Path
@@ -231,9 +233,10 @@ def test_an_oversized_notebook_in_a_zip_is_cut_at_the_cap_and_refused(tmp_path, 
 
 
 def test_a_zip_that_would_fill_the_disk_stops_the_run_before_it_does(tmp_path, monkeypatch):
-    """A zip of many notebooks, each under the size cap: extraction stops, naming the zip, as
-    soon as the disk would keep less than DISK_RESERVE_MB free (here: 3 MiB more than that
-    are free, and the zip holds three 2 MiB notebooks); grade exits 2 and writes no result."""
+    """A zip of many notebooks, each under the size cap, that would leave less than
+    DISK_RESERVE_MB free (here: 3 MiB more than that are free, and the zip holds three 2 MiB
+    notebooks): refused from its declared sizes, naming the zip, before anything is
+    extracted; grade exits 2 and writes no result."""
     archive = tmp_path / "class.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
         for student in ("ann", "bob", "cy"):
@@ -249,7 +252,7 @@ def test_a_zip_that_would_fill_the_disk_stops_the_run_before_it_does(tmp_path, m
     with pytest.raises(grade.UsageError, match=r"class.zip: its notebooks would leave less than"):
         discover([archive], "toy", tmp_path / "scratch")
     extracted = sum(p.stat().st_size for p in (tmp_path / "scratch").rglob("*") if p.is_file())
-    assert extracted <= (3 << 20) + 1  # stopped at the room there was, not after the zip
+    assert extracted == 0  # refused before writing, not once the disk is down to the reserve
     out = tmp_path / "out"
     args = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", str(archive), "--out", str(out)]
     assert cli.main(args) == 2
@@ -260,6 +263,63 @@ def test_a_zip_that_would_fill_the_disk_stops_the_run_before_it_does(tmp_path, m
         "bob",
         "cy",
     ]
+
+
+def _damaged_zips(folder: Path) -> dict[str, Path]:
+    """Zips of two notebooks: cut short, with a wrong CRC, one entry that says it is
+    encrypted, one entry that declares 100 bytes and holds 1 MB."""
+    data = b"{" + b" " * (1 << 20) + b"}"
+    made = {}
+    for kind in ("cut", "crc", "encrypted", "lying"):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+            bundle.writestr("ann.ipynb", data)
+            bundle.writestr("bob.ipynb", data)
+        raw = bytearray(buffer.getvalue())
+        if kind == "cut":
+            raw = raw[: len(raw) // 2]
+        elif kind == "crc":
+            raw[40:80] = bytes(40)  # inside ann's compressed bytes
+        elif kind == "encrypted":  # bit 0 of the flags, in the local and the central header
+            for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+                at = raw.index(signature) + offset
+                raw[at] |= 1
+        else:
+            size = struct.pack("<I", len(data))
+            assert raw.count(size) == 4  # ann's and bob's, local and central headers
+            raw = raw.replace(size, struct.pack("<I", 100))
+        made[kind] = folder / f"{kind}.zip"
+        made[kind].write_bytes(bytes(raw))
+    return made
+
+
+def test_a_damaged_zip_stops_the_run_saying_so_and_a_students_is_theirs(tmp_path, capsys):
+    """The instructor's zip cut short, damaged, encrypted or lying about its sizes: grade
+    exits 2 naming the zip and what is wrong, and writes no result (a traceback before).
+    The same zip as one student's upload: that student is unreadable, saying why, and the
+    others are graded."""
+    (tmp_path / "zips").mkdir()
+    zips = _damaged_zips(tmp_path / "zips")
+    why = {
+        "cut": "not a readable zip",
+        "crc": "ann.ipynb cannot be extracted",
+        "encrypted": "ann.ipynb is encrypted (password-protected)",
+        "lying": "ann.ipynb cannot be extracted (Bad CRC-32",
+    }
+    for kind, archive in zips.items():
+        out = tmp_path / f"out-{kind}"
+        args = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", str(archive), "--out", str(out)]
+        assert cli.main([*args, "--no-progress"]) == 2, kind
+        assert f"{archive}: " in capsys.readouterr().err, kind
+        assert not list(out.glob(".results/*/*.json")), kind
+        with pytest.raises(grade.UsageError, match=re.escape(why[kind])):
+            discover([archive], "toy", tmp_path / "zips")
+    folder = tmp_path / "in"
+    write(folder, "ann.ipynb", answered())
+    (folder / "cy").mkdir()
+    shutil.copy(zips["crc"], folder / "cy" / "upload.zip")
+    found = {s.student: s for s in discover([folder], "toy", tmp_path / "zips")}
+    assert set(found) == {"ann", "cy"} and "zip is damaged" in found["cy"].refused
 
 
 def test_restore_puts_back_deleted_edited_and_stripped_cells():
@@ -350,7 +410,7 @@ def test_a_students_zip_too_large_is_theirs_to_lose_not_the_batchs(tmp_path, mon
     found = {s.student: s for s in discover([folder], "toy", tmp_path / "scratch")}
     assert set(found) == {"ann", "bomb"} and "MiB in all" in found["bomb"].refused
     extracted = sum(p.stat().st_size for p in (tmp_path / "scratch").rglob("*") if p.is_file())
-    assert extracted <= (1 << 20) + 1
+    assert extracted == 0  # the bomb is refused from its declared sizes (ann's is not a zip)
     out = tmp_path / "out"
     args = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", str(folder), "--out", str(out)]
     assert cli.main([*args, "--no-progress"]) == 0
