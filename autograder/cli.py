@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(status tampered when changed); each notebook runs in its own kernel under "
             "LAB_PROFILE=smoke with time and memory limits. Results are kept per student in "
             "DIR/.results/, so running the same command again after an interruption grades "
-            "only what is missing. A student with two submissions is graded on the newest."
+            "only what is missing. A student with several notebooks is graded on the one named "
+            "<lab>.ipynb, else the newest (never another lab's while there is one of this lab)."
         ),
     )
     grade.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION")
@@ -521,7 +522,8 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
     summary = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
     print(
         f"graded {len(batch.graded)}, kept {len(batch.skipped)} graded before, ignored "
-        f"{len(batch.ignored)} older duplicates; totals by status: {summary or 'none'}"
+        f"{len(batch.ignored)} other notebooks of graded students; totals by status: "
+        f"{summary or 'none'}"
     )
     print(f"wrote {args.out / 'grades.csv'}, {args.out / 'totals.csv'}, {args.out / 'feedback'}/")
     failed = sorted(

@@ -62,6 +62,7 @@ import threading
 import time
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -1011,20 +1012,73 @@ def _copy_at_most(source, sink, limit: int) -> int:
     return copied
 
 
-def newest_per_student(submissions: list[Submission]) -> tuple[list[Submission], list[str]]:
-    """Keep each student's newest submission; say which others were ignored."""
+def one_per_student(
+    submissions: list[Submission], lab: str, other_labs: Iterable[str] = ()
+) -> tuple[list[Submission], list[str]]:
+    """Each student's notebook to grade, and a line for each other one found (not graded).
+
+    A student's folder may hold more than this lab's notebook: the course's other labs (an
+    nbgrader ``submitted/<student>/`` tree holds every lab), copies (``<lab>-Copy1.ipynb``).
+    So, as nbgrader names submissions: another lab's notebook (named ``<other>.ipynb``, or in
+    a folder named ``<other>``) is not graded while the student has another notebook; then a
+    notebook named ``<lab>.ipynb`` goes before any other name; then the newest wins.
+    """
+    others = set(other_labs) - {lab}
     by_student: dict[str, list[Submission]] = {}
     for submission in submissions:
         by_student.setdefault(submission.student, []).append(submission)
     kept, ignored = [], []
     for student in sorted(by_student):
         candidates = sorted(by_student[student], key=lambda s: (s.timestamp, s.origin))
-        kept.append(candidates[-1])
-        for other in candidates[:-1]:
-            ignored.append(
-                f"{student}: ignored {other.origin} (older than {candidates[-1].origin})"
-            )
+
+        def other_lab(s: Submission) -> str | None:
+            names = {s.path.stem, s.path.parent.name}  # a zip's entries keep their folders
+            return next((name for name in sorted(others) if name in names), None)
+
+        ours = [s for s in candidates if other_lab(s) is None] or candidates
+        named = [s for s in ours if s.path.name == f"{lab}.ipynb"] or ours
+        chosen = named[-1]
+        kept.append(chosen)
+        for other in candidates:
+            if other is chosen:
+                continue
+            if other not in ours:
+                why = f"{other_lab(other)}'s notebook, not {lab}'s"
+            elif other not in named:
+                why = f"not named {lab}.ipynb"
+            else:
+                why = "older"
+            ignored.append(f"{student}: ignored {other.origin} ({why}; graded {chosen.origin})")
     return kept, ignored
+
+
+def check_lab(todo: list[Submission], lab: Lab, course: Course) -> None:
+    """Refuse a batch of notebooks none of which has a cell of ``lab`` while some are another
+    lab's: ``--lab`` names the wrong lab, and grading would give the class 0 (``UsageError``,
+    before anything is graded). Reads notebooks only until one has a cell of ``lab``. A single
+    notebook is graded as usual (unreadable, saying so), as is a batch of unreadable files."""
+    if len(todo) < 2:
+        return
+    others: Counter[str] = Counter()
+    for submission in todo:
+        try:
+            if submission.refused or submission.path.stat().st_size > MAX_SUBMISSION_MB << 20:
+                continue
+            notebook = read_submission(submission.path.read_bytes())
+        except (OSError, Unreadable):
+            continue
+        ids = {str(meta["grade_id"]) for meta in map(nbgrader_meta, notebook.cells) if meta}
+        if ids & set(lab.by_id):
+            return
+        other = course.infer_lab(ids)
+        if other is not None:
+            others[other] += 1
+    if others:
+        other, count = others.most_common(1)[0]
+        raise UsageError(
+            f"none of the {len(todo)} notebooks to grade has a cell of {lab.name}, and {count} "
+            f"are {other}'s: grade them with --lab {other} (nothing was graded)"
+        )
 
 
 # --------------------------------------------------------------------------- batches
@@ -1211,9 +1265,9 @@ def grade_batch(
             if not mine:
                 log(f"warning: no notebook found in {given}")
             found += mine
-        kept, batch.ignored = newest_per_student(found)
+        kept, batch.ignored = one_per_student(found, lab.name, settings.course.checkable_labs())
         for line in batch.ignored:
-            log(f"two submissions for one student: {line}")
+            log(f"a student with several notebooks: {line}")
         todo, limited = [], 0
         for submission in kept:
             stored = results_dir(out, lab.name) / f"{safe_name(submission.student)}.json"
@@ -1223,6 +1277,7 @@ def grade_batch(
                 limited += why == "limits"
             else:
                 batch.skipped.append(submission.student)
+        check_lab(todo, lab, settings.course)
         notes = {
             s.student: [line for line in batch.ignored if line.startswith(f"{s.student}: ")]
             for s in todo

@@ -36,7 +36,7 @@ from toy import (
 )
 
 from autograder import cli, grade, report
-from autograder.course import Course
+from autograder.course import REPO_ROOT, Course
 from autograder.execute import Limits
 from autograder.grade import (
     Settings,
@@ -44,7 +44,7 @@ from autograder.grade import (
     discover,
     grade_batch,
     lock_output,
-    newest_per_student,
+    one_per_student,
     results_dir,
 )
 from autograder.notebooks import (
@@ -436,8 +436,79 @@ def test_the_newest_of_two_submissions_wins():
     """With two files for one student, is the newer one kept and the other reported?"""
     old = Submission("dave", Path("a/dave.ipynb"), "a/dave.ipynb", 100.0)
     new = Submission("dave", Path("b/dave.ipynb"), "b/dave.ipynb", 200.0)
-    kept, ignored = newest_per_student([new, old])
+    kept, ignored = one_per_student([new, old], "toy")
     assert kept == [new] and len(ignored) == 1 and "a/dave.ipynb" in ignored[0]
+    assert "(older; graded b/dave.ipynb)" in ignored[0]
+
+
+def test_a_students_notebook_of_this_lab_goes_before_newer_copies_and_other_labs():
+    """A student's folder holding more than this lab's notebook: another lab's (by name, or
+    in nbgrader's ``<student>/<other>/`` folder) is never graded while there is another one,
+    ``<lab>.ipynb`` goes before a newer copy, and among the rest the newest wins. Each other
+    notebook is reported with why."""
+
+    def made(student: str, path: str, when: float) -> Submission:
+        return Submission(student, Path("in", student, path), f"in/{student}/{path}", when)
+
+    given = [
+        made("alice", "toy.ipynb", 1.0),
+        made("alice", "other.ipynb", 2.0),  # the course's other lab, newer
+        made("bob", "toy.ipynb", 1.0),
+        made("bob", "toy-Copy1.ipynb", 2.0),  # a newer copy
+        made("carol", "toy/toy.ipynb", 1.0),  # nbgrader's submitted/<student>/<lab>/ tree
+        made("carol", "other/other.ipynb", 2.0),
+        made("carol", "other/notes.ipynb", 3.0),  # in the other lab's folder
+        made("dave", "other.ipynb", 1.0),  # only another lab's: graded (unreadable, says so)
+        made("erin", "first.ipynb", 1.0),
+        made("erin", "second.ipynb", 2.0),
+        made("fay", "toy.ipynb", 1.0),
+        made("fay", "sub/toy.ipynb", 2.0),  # two named like the lab: the newest
+    ]
+    kept, ignored = one_per_student(list(reversed(given)), "toy", ["toy", "other"])
+    assert {s.student: s.origin for s in kept} == {
+        "alice": "in/alice/toy.ipynb",
+        "bob": "in/bob/toy.ipynb",
+        "carol": "in/carol/toy/toy.ipynb",
+        "dave": "in/dave/other.ipynb",
+        "erin": "in/erin/second.ipynb",
+        "fay": "in/fay/sub/toy.ipynb",
+    }
+    assert sorted(ignored) == [
+        "alice: ignored in/alice/other.ipynb (other's notebook, not toy's; "
+        "graded in/alice/toy.ipynb)",
+        "bob: ignored in/bob/toy-Copy1.ipynb (not named toy.ipynb; graded in/bob/toy.ipynb)",
+        "carol: ignored in/carol/other/notes.ipynb (other's notebook, not toy's; "
+        "graded in/carol/toy/toy.ipynb)",
+        "carol: ignored in/carol/other/other.ipynb (other's notebook, not toy's; "
+        "graded in/carol/toy/toy.ipynb)",
+        "erin: ignored in/erin/first.ipynb (older; graded in/erin/second.ipynb)",
+        "fay: ignored in/fay/toy.ipynb (older; graded in/fay/sub/toy.ipynb)",
+    ]
+
+
+def test_a_batch_of_another_labs_notebooks_stops_before_grading(tmp_path, capsys):
+    """``--lab lab1_pruning`` given Lab 3's notebooks: exit 2 naming Lab 3, no result stored
+    (the whole class would have scored 0). One such notebook among Lab 1's is graded as
+    usual, and so is a single notebook on its own."""
+    course = Course()
+    lab1 = course.load("lab1_pruning")
+    lab3_release = (REPO_ROOT / "lab3_quant_prune.ipynb").read_bytes()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for student in ("ann", "bob", "cy"):
+        (folder / f"{student}.ipynb").write_bytes(lab3_release)
+    (folder / "junk.ipynb").write_text("not a notebook")
+    out = tmp_path / "out"
+    args = ["grade", "--lab", "lab1_pruning", str(folder), "--out", str(out), "--no-progress"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "none of the 4 notebooks to grade has a cell of lab1_pruning" in err
+    assert "3 are lab3_quant_prune's: grade them with --lab lab3_quant_prune" in err
+    assert not list(out.glob(".results/*/*.json"))
+    found = discover([folder], "lab1_pruning", tmp_path)
+    (folder / "dee.ipynb").write_bytes((REPO_ROOT / "lab1_pruning.ipynb").read_bytes())
+    grade.check_lab(discover([folder], "lab1_pruning", tmp_path), lab1, course)  # no error
+    grade.check_lab(found[:1], lab1, course)  # one notebook: graded, unreadable
 
 
 # --------------------------------------------------------------------------- grading
