@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import bleach
+import jinja2
 from nbconvert import HTMLExporter
 from nbformat import v4
 
@@ -175,6 +176,16 @@ def _clean_html(element: object) -> str:
     )
 
 
+# nbconvert's "lab" page without the scripts its template loads from cdnjs (require.js,
+# MathJax, mermaid, the widget manager): a feedback page is static, opens offline and in an
+# LMS that blocks scripts, and loads nothing from a third party when a student opens it.
+# (Math in markdown shows as written, $...$.)
+_FEEDBACK_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
 _exporter: HTMLExporter | None = None
 
 
@@ -182,7 +193,11 @@ def _html_exporter() -> HTMLExporter:
     global _exporter
     if _exporter is None:
         _exporter = HTMLExporter(
-            template_name="lab", sanitize_html=True, filters={"clean_html": _clean_html}
+            template_name="lab",
+            template_file="feedback.html.j2",
+            extra_loaders=[jinja2.DictLoader({"feedback.html.j2": _FEEDBACK_TEMPLATE})],
+            sanitize_html=True,
+            filters={"clean_html": _clean_html},
         )
     return _exporter
 

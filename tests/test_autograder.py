@@ -1100,6 +1100,8 @@ def test_a_feedback_page_that_cannot_be_rendered_keeps_the_grade(tmp_path):
     page = (out / "feedback" / "widget" / "toy.html").read_text()
     assert "<strong>toy_double: 3 / 3</strong>" in page  # the cells, with their verdicts
     assert "onerror" not in page and "widget-state" not in page
+    # static: no script of the student's nor of nbconvert's template (cdnjs), no link to one
+    assert "<script" not in page.lower() and "cdnjs" not in page
 
 
 def test_a_feedback_page_that_renders_too_long_is_cut_off():
