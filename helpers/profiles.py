@@ -62,7 +62,7 @@ PROFILES: dict[str, Profile] = {
         finetune_epochs=5,
         finetune_steps_per_epoch=None,
         calib_batches=32,
-        expected_minutes="about 5 on one GPU; hours on a CPU",
+        expected_minutes="a few on one GPU (an estimate, not yet measured); hours on a CPU",
         note="CIFAR-10, whole test set, 5 fine-tuning epochs.",
     ),
     "quick": Profile(
@@ -129,6 +129,19 @@ def get_profile(name: str | None = None) -> Profile:
             f"choose one of {', '.join(PROFILES)}, for example `export LAB_PROFILE=quick`."
         )
     return PROFILES[name]
+
+
+def expected_time(profile: Profile, device: torch.device | str) -> str:
+    """The set-up cells' line on how long the whole lab takes; under ``full`` on a CPU, also a
+    warning and how to switch (``full`` is the default, and takes hours there)."""
+    line = f"expected minutes for the whole lab: {profile.expected_minutes}"
+    if profile.name == "full" and torch.device(device).type == "cpu":
+        line += (
+            "\nWARNING: the full profile on a CPU takes hours. On this computer, stop Jupyter "
+            "and start it again with LAB_PROFILE=quick (for example `LAB_PROFILE=quick make "
+            "lab`); on Colab, choose a GPU runtime (Runtime > Change runtime type)."
+        )
+    return line
 
 
 def data_dir() -> Path:

@@ -61,3 +61,15 @@ def test_profiles_keep_the_lab_questions():
     assert profiles.PROFILES["quick"].arch == profiles.PROFILES["full"].arch
     assert profiles.PROFILES["smoke"].dataset == "synthetic"
     assert all(0 < s < 1 for p in profiles.PROFILES.values() for s in p.scan_sparsities)
+
+
+def test_full_on_a_cpu_warns_and_says_how_to_switch():
+    """``full`` is the default and takes hours on a CPU: the set-up cells' line says so there,
+    and only there."""
+    full, quick = profiles.get_profile("full"), profiles.get_profile("quick")
+    warned = profiles.expected_time(full, "cpu")
+    assert warned.startswith(f"expected minutes for the whole lab: {full.expected_minutes}\n")
+    assert "WARNING" in warned and "LAB_PROFILE=quick" in warned
+    for profile, device in ((full, "cuda"), (full, torch.device("mps")), (quick, "cpu")):
+        line = profiles.expected_time(profile, device)
+        assert line == f"expected minutes for the whole lab: {profile.expected_minutes}"
