@@ -17,16 +17,20 @@ LAB ?= lab1_pruning
 PROFILE ?= smoke
 FROM ?=
 TRY ?=
+# An extra index for the first install, e.g. https://download.pytorch.org/whl/cpu for PyTorch's
+# CPU build on Linux (PyPI's Linux wheels carry CUDA, several GB; pip takes the CPU build,
+# 2.x.y+cpu, as the newer). Empty: PyPI only.
+TORCH_INDEX ?=
 
 .PHONY: lab test run release data check handout gradescope venv lint format clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0])'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0] + ": name one, e.g. make lab PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "cannot create $(VENV): on Debian or Ubuntu, install the venv module (sudo apt install python3-venv, or python3.11-venv)" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	touch $(STAMP)
 
 # Jupyter refuses to run as root (containers, Colab-like machines) unless told to.

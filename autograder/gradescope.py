@@ -7,7 +7,8 @@ upload as a Gradescope programming assignment's autograder. Gradescope unpacks i
 
 - ``setup.sh``: a Python >= 3.11 (``python3`` when it is one, else one installed with uv:
   Gradescope's Ubuntu 22.04 image has 3.10), a virtual environment in ``/autograder/venv``,
-  PyTorch's CPU build (``TORCH_INDEX_URL``, default PyTorch's CPU wheels) and the course;
+  PyTorch's CPU build (``TORCH_INDEX_URL``, default PyTorch's CPU wheels) and the course,
+  with torch, torchvision and torchao pinned to the versions installed where the zip was built;
   then ``/autograder/source`` is made readable by root only (a student's kernel runs as
   another user where the container allows no namespaces: ``autograder.sandbox``);
 - ``run_autograder``: ``python -m autograder.gradescope`` in ``course/``; should that die
@@ -38,6 +39,7 @@ import tempfile
 import traceback
 import zipfile
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 from autograder.course import REPO_ROOT, Course
@@ -80,9 +82,10 @@ if [ -z "$found" ]; then
     UV_PYTHON_INSTALL_DIR=/opt/uv-python python3 -m uv venv --seed --python 3.11 "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet torch torchvision \
+# the versions the zip was built and checked with (`autograder gradescope` pins them)
+"$VENV/bin/python" -m pip install --quiet @TORCH_PINS@ \
     ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
-"$VENV/bin/python" -m pip install --quiet -e "$ROOT/source/course"
+"$VENV/bin/python" -m pip install --quiet -e "$ROOT/source/course" @COURSE_PINS@
 "$VENV/bin/python" -c 'import autograder.gradescope, helpers, torch; print("torch", torch.__version__)'
 # the solutions and hidden tests: root only (a kernel without namespaces runs as nobody)
 chmod -R go-rwx "$ROOT/source"
@@ -108,6 +111,30 @@ fi
 """
 
 EXECUTABLE = ("setup.sh", "run_autograder")
+# Pinned in setup.sh to the versions installed where the zip is built (where `make release`
+# checked the labs): an image rebuilt later gets the same PyTorch, not the newest. The first
+# two come from PyTorch's index (TORCH_INDEX_URL), torchao with the course from PyPI.
+TORCH_PACKAGES = ("torch", "torchvision")
+COURSE_PACKAGES = ("torchao",)
+
+
+def pins(names: tuple[str, ...]) -> str:
+    """``name==version`` of each installed package (without a local label such as ``+cu130``:
+    ``torch==2.5.1`` accepts ``2.5.1+cpu`` from PyTorch's CPU index)."""
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name}=={metadata.version(name).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            raise BundleError(f"{name} is not installed here: install the course first") from None
+    return " ".join(found)
+
+
+def setup_script() -> str:
+    """``setup.sh`` with this environment's versions pinned."""
+    return SETUP_SH.replace("@TORCH_PINS@", pins(TORCH_PACKAGES)).replace(
+        "@COURSE_PINS@", pins(COURSE_PACKAGES)
+    )
 
 
 class BundleError(RuntimeError):
@@ -138,7 +165,7 @@ def build(
         raise BundleError(f"{out} exists already; remove it, pass --replace or pick --out")
     spec = course.load(lab)
     source = spec.path
-    files = {"setup.sh": SETUP_SH.encode(), "run_autograder": RUN_AUTOGRADER.encode()}
+    files = {"setup.sh": setup_script().encode(), "run_autograder": RUN_AUTOGRADER.encode()}
     config = {
         "lab": lab,
         "profile": profile,

@@ -11,9 +11,11 @@ tests run ``run_autograder`` with this test's Python (``GRADESCOPE_PYTHON``).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import nbformat
@@ -173,6 +175,12 @@ def test_the_zip_holds_one_lab_runnable_scripts_and_is_reproducible(tmp_path):
         subprocess.run(["bash", "-n", str(tmp_path / "x" / script)], check=True)
     config = json.loads((tmp_path / "x" / CONFIG).read_text())
     assert config["lab"] == "lab1_pruning" and config["student_files"] == ["helpers"]
+    # PyTorch pinned to what is installed here (what `make release` checked), not the newest
+    setup = (tmp_path / "x" / "setup.sh").read_text()
+    assert "@TORCH_PINS@" not in setup and "@COURSE_PINS@" not in setup
+    for name in ("torch", "torchvision", "torchao"):
+        version = metadata.version(name).split("+")[0]
+        assert re.search(rf"\b{name}=={re.escape(version)}(\s|$)", setup), name
     assert config["limits"]["notebook_timeout"] == LIMITS.notebook_timeout
 
 
