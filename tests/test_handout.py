@@ -23,6 +23,8 @@ from toy import TOY_ROOT, answered
 
 from autograder import cli
 from autograder.course import COURSE_ROOT, REPO_ROOT, Course
+from autograder.execute import Limits
+from autograder.gradescope import LIMITS as gradescope_limits
 from autograder.handout import HandoutError, _regions, build
 from autograder.notebooks import (
     HIDDEN_BEGIN,
@@ -324,6 +326,22 @@ def test_a_stale_release_a_missing_file_or_an_output_in_the_way_is_refused_or_re
     assert "fresh.zip is not a handout" in capsys.readouterr().err
     assert (tmp_path / "fresh.zip").read_bytes() == b"my own notes, not a zip"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_the_readmes_limits_are_the_graders():
+    """The students' README quotes the limits of ``make check`` and of Gradescope: are they
+    the ones the code uses?"""
+    readme = (COURSE_ROOT / "handout_readme.md").read_text()
+    text = " ".join(readme.split())
+    local, gradescope = Limits(), gradescope_limits
+    assert (
+        f"{local.cell_timeout:.0f} s per cell, {local.notebook_timeout:.0f} s per notebook, "
+        f"{local.memory_mb // 1024} GiB of memory" in text
+    )
+    assert (
+        f"allows {gradescope.cell_timeout:.0f} s per cell and "
+        f"{gradescope.notebook_timeout:.0f} s per notebook" in text
+    )
 
 
 def test_the_readmes_colab_cell_does_nothing_off_colab(tmp_path):
