@@ -1,5 +1,5 @@
-"""``python -m autograder``: release, hand out, run, validate, grade and export the labs, and
-write a Gradescope autograder.
+"""``python -m autograder``: release, hand out, run, validate, grade and export the labs, gather
+the written answers for a person to score, and write a Gradescope autograder.
 
 Exit status: 0 when the command did its job; 1 when a check failed (a refused release, a
 committed release out of date, a failing cell in ``run`` or ``validate``); 2 for wrong usage.
@@ -43,7 +43,10 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m autograder",
-        description="Release, hand out, run, validate, grade and export the course's nbgrader labs.",
+        description=(
+            "Release, hand out, run, validate, grade and export the course's nbgrader labs, "
+            "and gather written answers for a person to score."
+        ),
         epilog="Run `python -m autograder COMMAND --help` for a command's options.",
     )
     common = argparse.ArgumentParser(add_help=False)
@@ -218,6 +221,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _limit_options(gradescope, GRADESCOPE_LIMITS)
 
+    written = commands.add_parser(
+        "written",
+        parents=[common],
+        help="gather the written answers in DIR for a person to score, one page per question",
+        description=(
+            "For each lab graded into DIR (or --lab): DIR/written/<lab>/<question>.html shows "
+            "the question, the reference answer from the source and every student's answer; "
+            "DIR/written/<lab>/scores.csv (student,question,max_score,score,comment) is where "
+            "a person types the scores (blank answers come scored 0). Run it again after "
+            "grading more students: rows already in scores.csv are kept as they are, missing "
+            "ones added. `export` then adds the scores to the totals. Exit 2 when DIR holds no "
+            "results or scores.csv is not a scores file."
+        ),
+    )
+    written.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the folder a previous `grade --out DIR` wrote",
+    )
+    written.add_argument("--lab", help="only this lab (default: every lab graded into DIR)")
+
     export = commands.add_parser(
         "export",
         help="write the grades in DIR as one gradebook CSV or as Gradescope results.json files",
@@ -310,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         return _export(args)
     course = Course(root=args.course.resolve(), **_course_extras(args))
     try:
+        if args.command == "written":
+            return _written(args, course)
         if args.command == "release":
             return _release(args, course)
         if args.command == "run":
@@ -538,14 +566,35 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
     return 0
 
 
+def _written(args: argparse.Namespace, course: Course) -> int:
+    from autograder.export import NoResults, select_results
+    from autograder.written import WrittenError, write_pages
+
+    try:
+        select_results(args.out, args.lab)
+        done = write_pages(args.out, course, args.lab)
+    except (NoResults, WrittenError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not done:
+        print("no written answers to score in these labs")
+    for lab, path, added in done:
+        print(
+            f"{lab}: pages in {path.parent}/ (index.html); scores to fill in {path} "
+            f"({added} rows added)"
+        )
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from autograder.export import NoResults, export
+    from autograder.written import WrittenError
 
     try:
         written = export(
             args.out, args.format, lab=args.lab, to=args.to, visibility=args.visibility
         )
-    except NoResults as error:
+    except (NoResults, WrittenError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.format == "csv":

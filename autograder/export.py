@@ -14,6 +14,11 @@
   (status ``manual``) are included with score 0 and their full ``max_score``, so that the
   maximum matches ``totals.csv``; their output says a person grades them.
 
+Both formats add the scores a person gave the written answers in
+``DIR/written/<lab>/scores.csv`` (``python -m autograder written``; see
+``autograder.written``): such a cell scores as given, with status ``ok``, and the totals
+follow. ``grades.csv`` and ``totals.csv`` in DIR itself keep them at 0.
+
 The stored messages never show hidden test source, so they are exported as they are.
 """
 
@@ -162,14 +167,17 @@ def export(
 
     Raises:
         NoResults: ``out`` holds no results (for ``lab``).
+        WrittenError: a scores file of written answers (``autograder.written``) has a score
+            that is not one; nothing is written then.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if visibility not in VISIBILITIES:
         raise ValueError(f"unknown visibility {visibility!r}")
     from autograder.report import _write_text_atomic
+    from autograder.written import with_hand_scores
 
-    results = select_results(out, lab)
+    results = with_hand_scores(out, select_results(out, lab))
     if fmt == "csv":
         path = Path(to) if to is not None else Path(out) / "export" / "grades.csv"
         header, rows = csv_table(results)

@@ -626,9 +626,28 @@ def grade_submission(
         for index, run in sorted(execution.runs.items())
     ]
     result["limits_hit"] = limits_hit(execution)
+    result["answers"] = written_answers(lab, restored)  # for `written` (autograder/written.py)
     if feedback_path:
         report.write_feedback(feedback_path, result, lab, restored, execution)
     return result
+
+
+# A written answer is kept with the result up to this many characters (a few sentences are
+# asked for; a pasted notebook would bloat every stored result).
+MAX_ANSWER_CHARS = 20_000
+
+
+def written_answers(lab: Lab, restored: Restored) -> dict[str, str]:
+    """The text of each written-answer cell the submission has, by grade_id."""
+    found = {}
+    for question in lab.questions:
+        position = restored.index_of.get(question.grade_id)
+        if question.kind == "manual" and position is not None:
+            text = source_text(restored.notebook.cells[position])
+            if len(text) > MAX_ANSWER_CHARS:
+                text = text[:MAX_ANSWER_CHARS] + "\n[... cut: the rest is in the notebook]"
+            found[question.grade_id] = text
+    return found
 
 
 def _grade_id_at(restored: Restored, index: int) -> str:

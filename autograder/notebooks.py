@@ -29,6 +29,8 @@ HIDDEN_BEGIN = "BEGIN HIDDEN TESTS"
 HIDDEN_END = "END HIDDEN TESTS"
 SOLUTION_BEGIN = "BEGIN SOLUTION"
 SOLUTION_END = "END SOLUTION"
+# What a written-answer cell holds in the release (nbgrader_config.py: ClearSolutions.text_stub)
+TEXT_STUB = "YOUR ANSWER HERE"
 
 PROTECTED_KINDS = ("test", "locked")
 AUTOGRADED_KINDS = ("test", "autograded")

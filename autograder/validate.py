@@ -14,8 +14,16 @@ from pathlib import Path
 from autograder.course import Course
 from autograder.execute import Limits
 from autograder.grade import GRADING_ENV, failure_message, workspace
-from autograder.notebooks import Unreadable, nbgrader_meta, read_submission, restore
+from autograder.notebooks import (
+    TEXT_STUB,
+    Unreadable,
+    nbgrader_meta,
+    read_submission,
+    restore,
+    source_text,
+)
 from autograder.report import number
+from autograder.written import is_blank
 
 
 @dataclass
@@ -76,7 +84,13 @@ def validate(
     for question in spec.questions:
         points = f"{number(question.points)} point{'s' if question.points != 1 else ''}"
         if question.kind == "manual":
-            result.lines.append(f"  WRITTEN  {question.grade_id} ({points}): graded by a person")
+            position = positions.get(question.grade_id)
+            answer = execution.notebook.cells[position] if position is not None else {}
+            blank = is_blank(source_text(answer))
+            result.lines.append(
+                f"  WRITTEN  {question.grade_id} ({points}): graded by a person"
+                + (f" - not answered yet (still {TEXT_STUB!r} or empty)" if blank else "")
+            )
             continue
         total_cells += 1
         total_points += question.points

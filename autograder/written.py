@@ -1,0 +1,287 @@
+"""Written answers, graded by a person: ``written`` gathers them, ``export`` adds the scores.
+
+``grade`` keeps each student's written answers with the stored result (``answers``: the text
+of each written-answer cell, by grade_id). ``python -m autograder written --out DIR`` writes,
+for each lab graded into DIR:
+
+- ``DIR/written/<lab>/<grade_id>.html``: one page per question: its prompt and the reference
+  answer from the source (for the person grading: the folder is the instructor's, never the
+  students'), then every student's answer in student order, as plain text, blank ones marked
+  (unreadable notebooks, which score 0 everywhere, are left out);
+- ``DIR/written/<lab>/index.html``: the questions, with how many answers are blank and how
+  many are scored;
+- ``DIR/written/<lab>/scores.csv``: ``student,question,max_score,score,comment``, one row per
+  student and question, in question order, for a person to fill in ``score`` (and
+  ``comment``). A blank answer comes with score 0 and the comment "no answer". Running
+  ``written`` again (after more students were graded) keeps every row of the file as it is
+  and adds the missing ones: nothing typed in is overwritten.
+
+``export`` reads each lab's ``scores.csv`` when there is one: a score given there replaces
+the written answer's 0 (status ``ok``, the comment in the message) in the export's totals and
+cells; an empty score stays ``manual``. A score that is not a number from 0 to the question's
+points stops ``export`` (``WrittenError``, exit 2) naming the file and line. ``grade``'s own
+``grades.csv`` and ``totals.csv`` keep written answers at 0: waiting for a person.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import html
+import io
+import math
+from pathlib import Path
+
+from autograder.course import Course
+from autograder.grade import STATUS_ORDER, load_results, safe_name
+from autograder.notebooks import (
+    SOLUTION_BEGIN,
+    SOLUTION_END,
+    TEXT_STUB,
+    Lab,
+    marked_regions,
+    source_text,
+)
+
+SCORES_COLUMNS = ["student", "question", "max_score", "score", "comment"]
+NO_ANSWER = "no answer"
+_STYLE = (
+    "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
+    ".answer{white-space:pre-wrap;border-left:3px solid #89a;padding:.3em .8em;"
+    "background:#f6f7f9}.blank{color:#a33}.reference{border-left-color:#3a6}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}</style>"
+)
+
+
+class WrittenError(ValueError):
+    """A scores file that cannot be used; the message names the file and line."""
+
+
+def scores_path(out: Path, lab: str) -> Path:
+    return Path(out) / "written" / lab / "scores.csv"
+
+
+def _prompt(lab: Lab, grade_id: str) -> str:
+    """The markdown cell just before a written-answer cell in the source: its question."""
+    index = lab.by_id[grade_id].index
+    if index > 0 and lab.notebook.cells[index - 1].get("cell_type") == "markdown":
+        return source_text(lab.notebook.cells[index - 1])
+    return ""
+
+
+def _reference(source: str) -> str:
+    """The solution regions of a source cell, without their delimiter lines."""
+    lines, kept = source.split("\n"), []
+    for region in marked_regions(source, SOLUTION_BEGIN, SOLUTION_END):
+        body = region[1:]  # the first line holds BEGIN SOLUTION
+        if body and SOLUTION_END in lines[body[-1] - 1]:
+            body = body[:-1]
+        kept += [lines[number - 1] for number in body]
+    return "\n".join(kept).strip()
+
+
+def _lab_results(out: Path, lab: str | None) -> dict[str, list[dict]]:
+    by_lab: dict[str, list[dict]] = {}
+    for result in load_results(Path(out)):
+        if lab is None or result["lab"] == lab:
+            by_lab.setdefault(result["lab"], []).append(result)
+    return by_lab
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """The rows of a scores file (``WrittenError`` when it is not one)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet may add a BOM
+    except (OSError, UnicodeDecodeError) as error:
+        raise WrittenError(f"{path}: cannot be read ({error})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or [f.strip() for f in reader.fieldnames] != SCORES_COLUMNS:
+        raise WrittenError(
+            f"{path}: not a scores file: its first line must be {','.join(SCORES_COLUMNS)} "
+            f"(found {','.join(reader.fieldnames or []) or 'nothing'})"
+        )
+    return [
+        {key.strip(): (value or "").strip() for key, value in row.items() if key} for row in reader
+    ]
+
+
+def write_pages(out: Path, course: Course, lab: str | None = None) -> list[tuple[str, Path, int]]:
+    """Write the pages and the scores file of each lab graded into ``out`` (only ``lab``'s
+    when given). Returns (lab, scores file, rows added) per lab. ``WrittenError`` when an
+    existing scores file cannot be read (it is then left as it is)."""
+    from autograder.report import _write_text_atomic, number
+
+    done = []
+    for name, results in sorted(_lab_results(out, lab).items()):
+        spec = course.spec(name)
+        questions = [q for q in spec.questions if q.kind == "manual"]
+        if not questions:
+            continue
+        # an unreadable notebook has no answers to read: it scores 0 for every cell anyway
+        results = sorted(
+            (r for r in results if r["status"] != "unreadable"), key=lambda r: r["student"]
+        )
+        folder = Path(out) / "written" / name
+        path = scores_path(out, name)
+        rows = _read_rows(path) if path.exists() else []
+        have = {(row["student"], row["question"]) for row in rows}
+        added = 0
+        for question in questions:
+            for result in results:
+                if (result["student"], question.grade_id) in have:
+                    continue
+                answer = _answer(result, question.grade_id)
+                rows.append(
+                    {
+                        "student": result["student"],
+                        "question": question.grade_id,
+                        "max_score": number(question.points),
+                        "score": "0" if answer == "" else "",
+                        "comment": NO_ANSWER if answer == "" else "",
+                    }
+                )
+                added += 1
+        order = {q.grade_id: i for i, q in enumerate(questions)}
+        rows.sort(key=lambda r: (order.get(r["question"], len(order)), r["student"]))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=SCORES_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        _write_text_atomic(path, text.getvalue())
+        scored = {(r["student"], r["question"]) for r in rows if r["score"]}
+        index = []
+        for question in questions:
+            page = folder / f"{safe_name(question.grade_id)}.html"
+            blank = sum(_answer(r, question.grade_id) == "" for r in results)
+            marked = sum((r["student"], question.grade_id) in scored for r in results)
+            _write_text_atomic(page, _question_page(spec, question, results))
+            index.append(
+                f"<tr><td><a href='{html.escape(page.name)}'>{html.escape(question.grade_id)}"
+                f"</a></td><td>{number(question.points)}</td><td>{len(results)}</td>"
+                f"<td>{blank}</td><td>{marked}</td></tr>"
+            )
+        _write_text_atomic(
+            folder / "index.html",
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(name)}: "
+            f"written answers</title>{_STYLE}</head><body><h1>{html.escape(name)}: written "
+            "answers</h1><p>Score them in <code>scores.csv</code> (column <code>score</code>, "
+            "and <code>comment</code> if you like); <code>export</code> adds them to the "
+            "totals. Blank answers are scored 0 already.</p><table><tr><th>question</th>"
+            "<th>points</th><th>students</th><th>blank</th><th>scored</th></tr>"
+            + "".join(index)
+            + "</table></body></html>",
+        )
+        done.append((name, path, added))
+    return done
+
+
+def _answer(result: dict, grade_id: str) -> str | None:
+    """A student's answer: its text, "" when blank, None when not stored (an unreadable
+    notebook, or a result stored before answers were kept)."""
+    answers = result.get("answers")
+    if not isinstance(answers, dict) or grade_id not in answers:
+        return None
+    text = str(answers[grade_id])
+    return "" if is_blank(text) else text
+
+
+def is_blank(text: str) -> bool:
+    """Whether a written answer is empty or still the release's placeholder."""
+    return text.strip() in ("", TEXT_STUB)
+
+
+def _question_page(lab: Lab, question, results: list[dict]) -> str:
+    from autograder.report import number
+
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(lab.name)}: "
+        f"{html.escape(question.grade_id)}</title>{_STYLE}</head><body>",
+        f"<p><a href='index.html'>{html.escape(lab.name)}: written answers</a></p>",
+        f"<h1>{html.escape(question.grade_id)} ({number(question.points)} "
+        f"point{'s' if question.points != 1 else ''})</h1>",
+        f"<div class='answer'>{html.escape(_prompt(lab, question.grade_id))}</div>",
+        "<h2>Reference answer (from the source; never shown to students)</h2>",
+        f"<div class='answer reference'>{html.escape(_reference(question.source))}</div>",
+        f"<h2>Answers ({len(results)} students)</h2>",
+    ]
+    for result in results:
+        answer = _answer(result, question.grade_id)
+        student = html.escape(result["student"])
+        parts.append(f"<h3 id='{html.escape(safe_name(result['student']))}'>{student}</h3>")
+        if answer is None:
+            why = "not stored: graded before answers were kept; grade again with --regrade"
+            parts.append(f"<p class='blank'>({why})</p>")
+        elif answer == "":
+            parts.append(f"<p class='blank'>({NO_ANSWER}: scored 0)</p>")
+        else:
+            parts.append(f"<div class='answer'>{html.escape(answer)}</div>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str], tuple]:
+    """(student, question) -> (score, comment) from the lab's scores file, for the written
+    answers of ``results`` (empty when there is no file; rows without a score are left
+    out). ``WrittenError`` names the line of a score that is not a number from 0 to the
+    question's points, or of a question that is not one of the lab's written answers."""
+    path = scores_path(out, lab)
+    if not path.exists():
+        return {}
+    points = {
+        row["question"]: float(row["max_score"])
+        for result in results
+        for row in result["rows"]
+        if row["status"] == "manual"
+    }
+    found = {}
+    for line, row in enumerate(_read_rows(path), start=2):
+        if not row.get("score"):
+            continue
+        question = row.get("question", "")
+        if not points:  # no readable notebook of this lab has written answers to score
+            break
+        if question not in points:
+            raise WrittenError(
+                f"{path}:{line}: {question!r} is not a written answer of {lab} "
+                f"(those are: {', '.join(sorted(points))})"
+            )
+        try:
+            score = float(row["score"])
+        except ValueError:
+            score = math.nan
+        if not 0 <= score <= points[question]:
+            raise WrittenError(
+                f"{path}:{line}: the score {row['score']!r} of {row['student']} for {question} "
+                f"is not a number from 0 to {points[question]:g}"
+            )
+        found[(row["student"], question)] = (score, row.get("comment", ""))
+    return found
+
+
+def with_hand_scores(out: Path, results: list[dict]) -> list[dict]:
+    """``results`` (copies where changed) with the scores of each lab's scores file added:
+    each scored written answer becomes an ``ok`` row with that score, and the result's score
+    and status follow."""
+    scored = {}
+    for lab in sorted({r["lab"] for r in results}):
+        scored[lab] = hand_scores(out, lab, [r for r in results if r["lab"] == lab])
+    updated = []
+    for result in results:
+        given = scored.get(result["lab"], {})
+        if not any((result["student"], row["question"]) in given for row in result["rows"]):
+            updated.append(result)
+            continue
+        result = copy.deepcopy(result)
+        for row in result["rows"]:
+            key = (result["student"], row["question"])
+            if row["status"] == "manual" and key in given:
+                score, comment = given[key]
+                row["score"], row["status"] = score, "ok"
+                row["message"] = "graded by hand" + (f": {comment}" if comment else "")
+        statuses = {row["status"] for row in result["rows"]}
+        if result.get("changes"):
+            statuses.add("tampered")
+        result["score"] = sum(float(row["score"]) for row in result["rows"])
+        result["status"] = next(s for s in STATUS_ORDER if s in statuses or s == "ok")
+        updated.append(result)
+    return updated

@@ -1,0 +1,160 @@
+"""Written answers graded by a person: does ``grade`` keep them, does ``written`` lay them out
+per question with a scores file that never loses what was typed in, and does ``export`` add
+the scores (and refuse a wrong one)?
+
+Four toy submissions are graded once (tests/fixtures/toy, whose one written question is
+``toy_q_why``, 1 point): the solution's answer, a blank one (the release's placeholder), an
+answer holding HTML, and an empty file (unreadable). Expected totals are derived from
+``totals.csv``, never typed in.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from toy import TOY_ROOT, answered, cell_by_id, read_csv, with_solution
+
+from autograder import cli
+from autograder.course import COURSE_ROOT, Course
+from autograder.execute import Limits
+from autograder.grade import Settings, grade_batch, load_results
+from autograder.notebooks import TEXT_STUB
+from autograder.written import NO_ANSWER, SCORES_COLUMNS, scores_path
+
+LIMITS = Limits(cell_timeout=8, notebook_timeout=60, memory_mb=4096, threads=1)
+QUESTION = "toy_q_why"
+HTML_ANSWER = "Because <script>alert('x')</script> signs & <b>cancel</b>."
+COURSE = ["--course", str(TOY_ROOT)]
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def submissions(folder: Path) -> None:
+    nbformat.write(answered(), folder / "solution.ipynb")
+    nbformat.write(with_solution(answered(), QUESTION, TEXT_STUB), folder / "blank.ipynb")
+    nbformat.write(with_solution(answered(), QUESTION, HTML_ANSWER), folder / "html.ipynb")
+    (folder / "empty.ipynb").write_bytes(b"")
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("submissions")
+    submissions(folder)
+    out = tmp_path_factory.mktemp("graded")
+    course = Course(root=TOY_ROOT, release_dir=TOY_ROOT, student_files=())
+    grade_batch([folder], out, Settings(course=course, lab="toy", limits=LIMITS), progress=False)
+    return out
+
+
+def fresh_copy(graded: Path, tmp_path: Path) -> Path:
+    """The graded folder's results and CSVs, for a test that writes scores."""
+    out = tmp_path / "out"
+    for path in graded.rglob("*"):
+        if path.is_file() and "written" not in path.parts and "export" not in path.parts:
+            target = out / path.relative_to(graded)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    return out
+
+
+def score_rows(out: Path) -> list[dict]:
+    return read_csv(scores_path(out, "toy"))
+
+
+def write_scores(out: Path, rows: list[dict]) -> None:
+    with scores_path(out, "toy").open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=SCORES_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_grade_keeps_each_students_written_answer(graded):
+    answers = {r["student"]: r.get("answers") for r in load_results(graded)}
+    assert answers["solution"] == {QUESTION: cell_by_id(answered(), QUESTION).source}
+    assert answers["blank"] == {QUESTION: TEXT_STUB}
+    assert answers["html"] == {QUESTION: HTML_ANSWER}
+    assert answers["empty"] is None  # unreadable: nothing to keep
+
+
+def test_written_lays_out_each_question_and_a_scores_file(graded, tmp_path, capsys):
+    out = fresh_copy(graded, tmp_path)
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
+    assert "scores to fill in" in capsys.readouterr().out
+    rows = {r["student"]: r for r in score_rows(out)}
+    assert set(rows) == {"solution", "blank", "html"}  # not the unreadable one
+    assert {r["question"] for r in rows.values()} == {QUESTION}
+    totals = {r["student"]: r for r in read_csv(out / "grades.csv") if r["question"] == QUESTION}
+    assert {r["max_score"] for r in rows.values()} == {totals["solution"]["max_score"]}
+    assert (rows["blank"]["score"], rows["blank"]["comment"]) == ("0", NO_ANSWER)
+    assert rows["solution"]["score"] == rows["html"]["score"] == ""
+    page = (out / "written" / "toy" / f"{QUESTION}.html").read_text()
+    assert "Why is squaring never negative?" in page  # the prompt, from the source
+    assert "A product of two numbers with the same sign is positive." in page  # reference
+    assert "BEGIN SOLUTION" not in page.split("Answers (")[0]  # delimiters cut from it
+    assert "&lt;script&gt;alert(" in page and "<script" not in page  # shown, never run
+    assert f"({NO_ANSWER}: scored 0)" in page
+    assert "empty" not in re.findall(r"<h3 id='([^']*)'", page)
+    index = (out / "written" / "toy" / "index.html").read_text()
+    assert f"href='{QUESTION}.html'" in index
+
+
+def test_export_adds_the_scores_typed_in_and_refuses_a_wrong_one(graded, tmp_path, capsys):
+    out = fresh_copy(graded, tmp_path)
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
+    rows = score_rows(out)
+    for row in rows:
+        if row["student"] == "solution":
+            row["score"], row["comment"] = "0.5", "right, but say why the signs cancel"
+    write_scores(out, rows)
+    assert cli.main(["export", "--out", str(out)]) == 0
+    totals = {r["student"]: r for r in read_csv(out / "totals.csv")}  # grade's: unchanged
+    table = {r["student"]: r for r in read_csv(out / "export" / "grades.csv")}
+    assert float(table["solution"]["toy total"]) == float(totals["solution"]["score"]) + 0.5
+    assert table["solution"][QUESTION] == "0.5" and table["solution"]["toy status"] == "ok"
+    assert float(table["blank"]["toy total"]) == float(totals["blank"]["score"])
+    assert table["blank"]["toy status"] == "ok"  # its blank answer came scored 0
+    assert table["html"]["toy status"] == "manual"  # not scored yet
+    assert cli.main(["export", "--out", str(out), "--format", "gradescope"]) == 0
+    value = json.loads((out / "export" / "gradescope" / "solution" / "results.json").read_text())
+    (test,) = [t for t in value["tests"] if t["name"] == QUESTION]
+    assert test["score"] == 0.5 and "say why the signs cancel" in test["output"]
+    assert value["score"] == sum(t["score"] for t in value["tests"])
+    before = (out / "export" / "grades.csv").read_bytes()
+    for bad in ("2", "-1", "half", "nan"):
+        write_scores(out, [{**rows[0], "score": bad}])
+        assert cli.main(["export", "--out", str(out)]) == 2
+        error = capsys.readouterr().err
+        assert f"scores.csv:2: the score '{bad}'" in error and "from 0 to 1" in error
+        assert (out / "export" / "grades.csv").read_bytes() == before  # nothing written
+    write_scores(out, [{**rows[0], "question": "toy_double", "score": "1"}])
+    assert cli.main(["export", "--out", str(out)]) == 2
+    assert "'toy_double' is not a written answer of toy" in capsys.readouterr().err
+
+
+def test_written_again_keeps_what_was_typed_and_adds_new_students(graded, tmp_path, capsys):
+    out = fresh_copy(graded, tmp_path)
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
+    rows = [r for r in score_rows(out) if r["student"] != "html"]  # as if graded later
+    rows[0]["score"], rows[0]["comment"] = "1", "typed in"
+    write_scores(out, rows)
+    typed = dict(rows[0])
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
+    assert "(1 rows added)" in capsys.readouterr().out
+    again = score_rows(out)
+    assert typed in again and {r["student"] for r in again} == {"solution", "blank", "html"}
+    path = scores_path(out, "toy")
+    path.write_text("name;points\nsolution;1\n")
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 2
+    assert "not a scores file" in capsys.readouterr().err
+    assert path.read_text() == "name;points\nsolution;1\n"  # left as it was
+
+
+def test_the_placeholder_is_nbgraders():
+    """A blank answer is the release's text stub: the one nbgrader_config.py sets."""
+    config = (COURSE_ROOT / "nbgrader_config.py").read_text()
+    assert f'c.ClearSolutions.text_stub = "{TEXT_STUB}"' in config
