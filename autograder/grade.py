@@ -898,8 +898,13 @@ def _notebooks_under(folder: Path) -> list[Path]:
     return found
 
 
-def discover(inputs: Iterable[Path], lab: str, scratch: Path) -> list[Submission]:
-    """Every submission in the given files, folders and zips (``UsageError`` if one is missing)."""
+def discover(
+    inputs: Iterable[Path], lab: str, scratch: Path, empty_folders: bool = True
+) -> list[Submission]:
+    """Every submission in the given files, folders and zips (``UsageError`` if one is
+    missing). ``empty_folders``: a student's folder in a given folder or zip that holds no
+    notebook is a refused submission (``_without_notebook``); off for one student's upload,
+    whose folders are not students (Gradescope)."""
     submissions: list[Submission] = []
     for given in inputs:
         given = Path(given)
@@ -907,8 +912,12 @@ def discover(inputs: Iterable[Path], lab: str, scratch: Path) -> list[Submission
             raise UsageError(f"no such file or folder: {given}")
         if given.is_dir():
             root = _unwrap(given)
+            found = []
             for path in _notebooks_under(root):
-                submissions.extend(_from_file(path, lab, root, scratch))
+                found.extend(_from_file(path, lab, root, scratch))
+            if empty_folders:
+                found += _without_notebook(root, found, scratch, _files_by_folder(root))
+            submissions += found
         else:
             submissions.extend(_from_file(given, lab, None, scratch))
     return submissions
@@ -945,8 +954,18 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
     room = shutil.disk_usage(target).free - (DISK_RESERVE_MB << 20)  # bytes it may write
     cap = (MAX_SUBMISSION_MB << 20) + 1  # per notebook: one byte over, enough to refuse it
     allowed = MAX_SUBMISSION_MB << 20 if owned else math.inf  # in all; one byte more: refused
+    others: dict[Path, list[str]] = {}  # the files not extracted, by folder (names only)
     with zipfile.ZipFile(path) as archive:
         wanted = [info for info in archive.infolist() if _extracted(info)]
+        for info in archive.infolist():  # the folders of every entry, so that a student's
+            name = Path(info.filename)  # folder without a notebook is seen (_without_notebook)
+            if name.is_absolute() or ".." in name.parts:
+                continue
+            parts = name.parts if info.is_dir() else name.parts[:-1]
+            shown = next((i for i, part in enumerate(parts) if _skipped(part)), len(parts))
+            (target / Path(*parts[:shown])).mkdir(parents=True, exist_ok=True)
+            if not info.is_dir() and not _extracted(info) and _inside(info):
+                others.setdefault(target / name.parent, []).append(name.name)
         # Refused before anything is written, from the sizes the zip declares: zipfile reads
         # no entry past its declared size (a larger one ends in BadZipFile, a bad CRC). The
         # copy below keeps the same account as it writes, should a reader ever differ.
@@ -990,18 +1009,78 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
         student = _student_for(out, lab, root)
         origin = f"{path}!{out.relative_to(target).as_posix()}"
         found.append(Submission(student, out, origin, _timestamp(out, times[out])))
-    return found
+    if owned:
+        return found
+    for folder in list(others):  # a student's folder holding only an nbgrader timestamp
+        others[folder] += [p.name for p in times if p.parent == folder and p.suffix != ".ipynb"]
+    return found + _without_notebook(root, found, scratch, others, origin=f"{path}!")
+
+
+def _inside(info: zipfile.ZipInfo) -> bool:
+    """Whether a zip entry names a place inside the zip's own folder, not one a submission
+    search skips (hidden, macOS debris)."""
+    name = Path(info.filename)
+    if name.is_absolute() or ".." in name.parts:
+        return False
+    return not any(_skipped(part) for part in name.parts)
 
 
 def _extracted(info: zipfile.ZipInfo) -> bool:
     """Whether a zip entry is extracted: notebooks and nbgrader's ``timestamp.txt``, inside
     the zip's own folder, not in a folder a submission search skips."""
     name = Path(info.filename)
-    if info.is_dir() or name.is_absolute() or ".." in name.parts:
+    if info.is_dir() or not _inside(info):
         return False
-    if name.suffix.lower() != ".ipynb" and name.name != "timestamp.txt":
-        return False
-    return not any(_skipped(part) for part in name.parts)
+    return name.suffix.lower() == ".ipynb" or name.name == "timestamp.txt"
+
+
+def _files_by_folder(root: Path) -> dict[Path, list[str]]:
+    """The names of the files under ``root`` that are not submissions, by folder."""
+    found: dict[Path, list[str]] = {}
+    for path in sorted(root.rglob("*")):
+        if any(_skipped(part) for part in path.relative_to(root).parts):
+            continue
+        if path.is_file() and path.suffix.lower() not in (".ipynb", ".zip"):
+            found.setdefault(path.parent, []).append(path.name)
+    return found
+
+
+def _without_notebook(
+    root: Path,
+    found: list[Submission],
+    scratch: Path,
+    others: dict[Path, list[str]],
+    origin: str = "",
+) -> list[Submission]:
+    """A refused submission for each student folder directly in ``root`` (or in nbgrader's
+    ``submitted/`` there) that holds no notebook: a PDF, a script, an empty folder. So the
+    student gets a row saying what they handed in, instead of no row at all. ``others``:
+    the names of the files that are not notebooks, by folder."""
+    students = {s.student for s in found}
+    folders = [e for e in _entries(root) if e.is_dir() and not e.is_symlink()]
+    if [f.name for f in folders] == ["submitted"] or (root / "submitted").is_dir():
+        folders = [e for e in _entries(root / "submitted") if e.is_dir() and not e.is_symlink()]
+    refused = []
+    for folder in sorted(folders):
+        if folder.name in students:
+            continue
+        names = sorted(
+            f"{where.relative_to(folder) / name}".removeprefix("./")
+            for where, files in others.items()
+            if where == folder or folder in where.parents
+            for name in files
+        )
+        held = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        why = (
+            f"no notebook in the submission (it holds {held or 'no file'}): a notebook "
+            "(.ipynb) is what is graded"
+        )
+        handle, listing = tempfile.mkstemp(prefix="no-notebook-", suffix=".txt", dir=scratch)
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write("\n".join(names))  # what identifies it: unchanged, not graded again
+        where = f"{origin}{folder.relative_to(root).as_posix()}/" if origin else f"{folder}/"
+        refused.append(Submission(folder.name, Path(listing), where, 0.0, refused=why))
+    return refused
 
 
 def _too_much_in_all() -> str:

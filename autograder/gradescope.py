@@ -231,7 +231,8 @@ def run(root: Path, log=print) -> dict:
     try:
         try:
             (scratch / "in").mkdir()
-            chosen, note = _pick(discover([root / "submission"], lab, scratch / "in"), lab)
+            found = discover([root / "submission"], lab, scratch / "in", empty_folders=False)
+            chosen, note = _pick(found, lab)
             if chosen is None:
                 value = _failure(note, visibility)
             else:

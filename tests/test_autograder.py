@@ -486,6 +486,50 @@ def test_a_students_notebook_of_this_lab_goes_before_newer_copies_and_other_labs
     ]
 
 
+def test_a_student_folder_without_a_notebook_gets_a_row_saying_what_it_holds(tmp_path):
+    """A PDF instead of the notebook, an empty folder, only macOS debris: in a folder and in
+    a bulk zip, each such student gets an unreadable row naming what was handed in (they
+    vanished before), kept as graded on the next run."""
+    folder = tmp_path / "in"
+    write(folder / "alice", "toy.ipynb", answered())
+    (folder / "dave").mkdir()
+    (folder / "dave" / "toy.pdf").write_bytes(b"%PDF")
+    (folder / "dave" / "notes").mkdir()
+    (folder / "dave" / "notes" / "a.txt").write_text("x")
+    (folder / "erin").mkdir()
+    (folder / "frank").mkdir()
+    (folder / "frank" / ".DS_Store").write_bytes(b"")
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                bundle.write(path, path.relative_to(folder).as_posix())
+        bundle.writestr("erin/", b"")  # an empty folder, as zip tools record it
+    (tmp_path / "scratch").mkdir()
+    for given in (folder, archive):
+        found = {s.student: s for s in discover([given], "toy", tmp_path / "scratch")}
+        assert set(found) == {"alice", "dave", "erin", "frank"}, given
+        assert not found["alice"].refused
+        assert "no notebook in the submission (it holds notes/a.txt, toy.pdf)" in (
+            found["dave"].refused
+        )
+        assert "(it holds no file)" in found["erin"].refused
+        assert "(it holds no file)" in found["frank"].refused
+    # one student's upload (Gradescope): its folders are not students
+    upload = discover([folder], "toy", tmp_path / "scratch", empty_folders=False)
+    assert [s.student for s in upload] == ["alice"]
+    out = tmp_path / "out"
+    batch = grade_batch([folder], out, settings(), progress=False, log=lambda *_: None)
+    assert sorted(batch.graded) == ["alice", "dave", "erin", "frank"]
+    table = grades_by_student(out)
+    assert scores(table, "alice") == FULL
+    assert set(statuses(table, "dave").values()) == {"unreadable"}
+    (dave,) = [r for r in grade.load_results(out) if r["student"] == "dave"]
+    assert "toy.pdf" in dave["rows"][0]["message"]
+    again = grade_batch([folder], out, settings(), progress=False, log=lambda *_: None)
+    assert not again.graded and "dave" in again.skipped
+
+
 def test_a_batch_of_another_labs_notebooks_stops_before_grading(tmp_path, capsys):
     """``--lab lab1_pruning`` given Lab 3's notebooks: exit 2 naming Lab 3, no result stored
     (the whole class would have scored 0). One such notebook among Lab 1's is graded as
