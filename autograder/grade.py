@@ -732,12 +732,10 @@ def score(lab: Lab, restored: Restored, execution: Execution) -> list[dict]:
         elif run.status == "error" and run.ename == TAMPERED_ERROR:
             status, points, message = "tampered", 0.0, f"failed: {run.evalue.strip()}"
         elif run.status == "error":
-            status, points, message = "ok", 0.0, failure_message(cell, run, question.kind)
-            earlier = [
-                execution.runs[i]
-                for i in range(_previous(autograded_positions, position) + 1, position)
-                if i in execution.runs and execution.runs[i].status == "timeout"
-            ]
+            before = runs_before(execution, autograded_positions, position)
+            status, points = "ok", 0.0
+            message = failure_message(cell, run, question.kind, before)
+            earlier = [r for r in before if r.status == "timeout"]
             if earlier:
                 status = "timeout"
                 message += f" (an earlier cell timed out: {earlier[0].evalue})"
@@ -756,9 +754,12 @@ def score(lab: Lab, restored: Restored, execution: Execution) -> list[dict]:
     return rows
 
 
-def _previous(positions: list[int], position: int) -> int:
-    before = [p for p in positions if p < position]
-    return before[-1] if before else -1
+def runs_before(execution: Execution, autograded: list[int], position: int) -> list:
+    """The runs of the cells between the autograded cell before ``position`` (in the sorted
+    ``autograded`` positions) and ``position``: the solution cells its test depends on."""
+    before = [p for p in autograded if p < position]
+    start = before[-1] + 1 if before else 0
+    return [execution.runs[i] for i in range(start, position) if i in execution.runs]
 
 
 def tampered_questions(lab: Lab, restored: Restored) -> dict[str, str]:
@@ -785,12 +786,16 @@ def tampered_questions(lab: Lab, restored: Restored) -> dict[str, str]:
     return {gid: "; ".join(texts) for gid, texts in affected.items()}
 
 
-def failure_message(cell, run, kind: str) -> str:
-    """A failed cell's reason in plain words, without showing hidden test source."""
+def failure_message(cell, run, kind: str, before: Iterable = ()) -> str:
+    """A failed cell's reason in plain words, without showing hidden test source. ``before``:
+    the runs of the cells since the previous autograded one (``runs_before``): a name a test
+    cannot find because the solution cell defining it still raises NotImplementedError is
+    not answered yet, not a mistake to explain."""
     evalue = run.evalue.strip()
     if len(evalue) > 600:
         evalue = evalue[:600] + " ..."
-    if run.ename == "NotImplementedError":
+    unanswered = run.ename == "NameError" and any(r.ename == "NotImplementedError" for r in before)
+    if run.ename == "NotImplementedError" or unanswered:
         return "not answered yet: a solution cell still raises NotImplementedError"
     text = f"{run.ename}: {evalue}" if evalue else run.ename
     if run.ename == "NameError":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from autograder.course import Course
 from autograder.execute import Limits
-from autograder.grade import GRADING_ENV, failure_message, workspace
+from autograder.grade import GRADING_ENV, failure_message, runs_before, workspace
 from autograder.notebooks import (
     TEXT_STUB,
     Unreadable,
@@ -79,6 +79,11 @@ def validate(
         meta = nbgrader_meta(cell)
         if meta and str(meta["grade_id"]) not in positions:
             positions[str(meta["grade_id"])] = index
+    autograded = sorted(
+        positions[q.grade_id]
+        for q in spec.questions
+        if q.kind != "manual" and q.grade_id in positions
+    )
     passed_points = total_points = 0.0
     passed_cells = total_cells = 0
     for question in spec.questions:
@@ -107,8 +112,9 @@ def validate(
         elif run.status in ("timeout", "dead"):
             verdict = "FAIL", run.evalue
         else:
-            verdict = "FAIL", failure_message(execution.notebook.cells[index], run, "autograded")
-            verdict = verdict[0], verdict[1].removeprefix("failed: ")
+            before = runs_before(execution, autograded, index)
+            why = failure_message(execution.notebook.cells[index], run, "autograded", before)
+            verdict = "FAIL", why.removeprefix("failed: ")
         word, why = verdict
         line = f"  {word:<8} {question.grade_id} ({points})"
         result.lines.append(f"{line}: {why}" if why else line)

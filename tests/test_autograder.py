@@ -37,7 +37,7 @@ from toy import (
 
 from autograder import cli, grade, report
 from autograder.course import REPO_ROOT, Course
-from autograder.execute import Limits
+from autograder.execute import CellRun, Limits
 from autograder.grade import (
     Settings,
     Submission,
@@ -781,6 +781,20 @@ def test_failures_say_whether_a_visible_check_or_a_hidden_test_failed(batch):
     assert hidden["message"] == "failed a hidden test: AssertionError: double(-3) should be -6."
     assert visible["message"].startswith("failed a visible check: AssertionError: double(2)")
     assert scores(batch["table"], "hidden_fail")["toy_square"] == 2
+
+
+def test_a_value_left_unanswered_reads_not_answered_not_a_name_error():
+    """A solution cell that defines a value (``target_sparsity = ...``) and still raises
+    NotImplementedError leaves the name undefined: its test's NameError is "not answered
+    yet", as for a function; a NameError with every solution cell run is explained as one."""
+    cell = nbformat.v4.new_code_cell("assert target_sparsity > 0")
+    missing = CellRun("error", 0.1, "NameError", "name 'target_sparsity' is not defined")
+    blank = [CellRun("ok"), CellRun("error", 0.1, "NotImplementedError", "")]
+    message = grade.failure_message(cell, missing, "test", blank)
+    assert message == "not answered yet: a solution cell still raises NotImplementedError"
+    message = grade.failure_message(cell, missing, "test", [CellRun("ok")])
+    assert message.startswith("failed: NameError: name 'target_sparsity' is not defined")
+    assert "did the cell that should define it run without an error?" in message
 
 
 def test_unreadable_submissions_get_zero_rows(batch):
