@@ -3,8 +3,8 @@
 The dense checkpoint is state-dict compatible with the public MIT 6.5940 file
 ``vgg.cifar.pretrained.pth``: ``{"state_dict": {...}}`` with keys ``backbone.conv{i}.weight``,
 ``backbone.bn{i}.*`` and ``classifier.*``. It lives in ``data_dir()`` (``LAB_DATA``, default
-``data/``); when missing it is downloaded from ``MIRRORS`` and checked key by key and shape by
-shape before it is put in place. Under the smoke profile no checkpoint is needed: a small VGG
+``data/``); when missing it is downloaded (from ``LAB_CHECKPOINT_URL`` when set, then from
+``MIRRORS``) and checked key by key and shape by shape before it is put in place. Under the smoke profile no checkpoint is needed: a small VGG
 is trained on synthetic data in a few seconds and cached as ``data_dir()/smoke-vgg.pth``.
 """
 
@@ -37,6 +37,22 @@ MIRRORS: tuple[str, ...] = (
 MIRROR_SHA256: dict[str, str] = {
     MIRRORS[1]: "6b4aff21d828395aded52a8f2d3144ceda75d645eb9f57ea38e025ca28ded21a",
 }
+
+
+# An instructor's own copy, tried before the mirrors (a course web server, a shared drive as
+# file:///...): classes of students downloading from a third party's quota is fragile. Its
+# SHA-256, when set, is checked as well as the keys and shapes.
+URL_VARIABLE = "LAB_CHECKPOINT_URL"
+SHA256_VARIABLE = "LAB_CHECKPOINT_SHA256"
+
+
+def checkpoint_sources() -> list[tuple[str, str | None]]:
+    """(url, sha256 or None) in the order tried: ``LAB_CHECKPOINT_URL``, then ``MIRRORS``."""
+    sources = [(url, MIRROR_SHA256.get(url)) for url in MIRRORS]
+    own = os.environ.get(URL_VARIABLE, "").strip()
+    if own:
+        sources.insert(0, (own, os.environ.get(SHA256_VARIABLE, "").strip().lower() or None))
+    return sources
 
 
 class CheckpointError(RuntimeError):
@@ -187,7 +203,8 @@ def _missing_checkpoint_message(path: Path, failures: list[str]) -> str:
         f"provide it:\n{tried}\n"
         "Two ways out:\n"
         f"  1. put a copy of {DENSE_CHECKPOINT} (from {MIRRORS[0]}) at {path},\n"
-        "     or set LAB_DATA to the folder that holds it;\n"
+        f"     or set LAB_DATA to the folder that holds it, or {URL_VARIABLE} to where your\n"
+        "     course keeps a copy (a URL, or file:///path);\n"
         "  2. train one: `python -m helpers train-dense` (about 20 epochs of CIFAR-10; minutes "
         "on a GPU, hours on a CPU).\n"
         "Or run the lab with LAB_PROFILE=smoke, which needs no checkpoint (numbers are "
@@ -209,15 +226,13 @@ def find_or_download_checkpoint(root: str | Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     reference = VGG(VGG_ARCH)
-    for url in MIRRORS:
+    for url, sha256 in checkpoint_sources():
         fd, tmp_name = tempfile.mkstemp(prefix=DENSE_CHECKPOINT + ".", suffix=".part", dir=root)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
             print(f"downloading {DENSE_CHECKPOINT} from {url}")
-            torch.hub.download_url_to_file(
-                url, str(tmp), hash_prefix=MIRROR_SHA256.get(url), progress=True
-            )
+            torch.hub.download_url_to_file(url, str(tmp), hash_prefix=sha256, progress=True)
             verify_state_dict(load_state_dict_file(tmp), reference, url)
             os.replace(tmp, path)
             return path

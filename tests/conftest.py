@@ -16,4 +16,6 @@ def lab_data(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "data"
     monkeypatch.setenv("LAB_DATA", str(root))
     monkeypatch.setenv("LAB_DEVICE", "cpu")
+    for name in ("LAB_CHECKPOINT_URL", "LAB_CHECKPOINT_SHA256"):  # a course's own copy
+        monkeypatch.delenv(name, raising=False)
     return root

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import urllib.error
 from pathlib import Path
@@ -198,6 +199,39 @@ def test_download_is_verified_then_moved_in_place(lab_data, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", must_not_be_called)
     model = load_dense_model("full", device="cpu")
     assert not model.training
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
+
+
+def test_the_courses_own_copy_is_tried_first_and_checked(lab_data, monkeypatch, tmp_path):
+    """LAB_CHECKPOINT_URL (here a file:// URL, through torch.hub's real download) is used
+    before any mirror; with LAB_CHECKPOINT_SHA256 a file of other bytes is refused, and the
+    mirrors are tried next."""
+    source = randomised(VGG())
+    hosted = tmp_path / "course-copy.pth"
+    torch.save({"state_dict": source.state_dict()}, hosted)
+    digest = hashlib.sha256(hosted.read_bytes()).hexdigest()
+    monkeypatch.setenv("LAB_CHECKPOINT_URL", hosted.as_uri())
+    monkeypatch.setenv("LAB_CHECKPOINT_SHA256", "0" * 64)
+    tried = []
+    real = torch.hub.download_url_to_file
+
+    def only_the_course(url, dst, *args, **kwargs):
+        tried.append(url)
+        if url != hosted.as_uri():
+            raise urllib.error.URLError("no network")
+        return real(url, dst, *args, **kwargs)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", only_the_course)
+    with pytest.raises(CheckpointError) as info:
+        find_or_download_checkpoint()
+    assert tried == [hosted.as_uri(), *MIRRORS]
+    assert "LAB_CHECKPOINT_URL" in str(info.value) and hosted.as_uri() in str(info.value)
+    assert list(lab_data.iterdir()) == []
+    monkeypatch.setenv("LAB_CHECKPOINT_SHA256", digest.upper())
+    tried.clear()
+    assert find_or_download_checkpoint() == lab_data / DENSE_CHECKPOINT
+    assert tried == [hosted.as_uri()]
+    model = load_dense_model("full", device="cpu")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
 
 
