@@ -81,6 +81,14 @@ class CellRun:
     ename: str = ""
     evalue: str = ""
     traceback: list[str] = field(default_factory=list)
+    exit_code: int | None = None  # a dead kernel's exit status, when known (``exit_status``)
+    exit_signal: int | None = None  # the signal that ended it, when it was one
+
+    @property
+    def maybe_memory(self) -> bool:
+        """Whether a dead kernel may have run out of memory: killed or crashed by a signal,
+        or ended in a way not known (not an exit status of its own: ``os._exit``)."""
+        return self.status == "dead" and (self.exit_code is None or self.exit_signal is not None)
 
     @property
     def passed(self) -> bool:
@@ -553,14 +561,12 @@ async def _run_cell(
         )
     except DeadKernelError:
         seconds = time.monotonic() - began
-        why = (
-            "the kernel died while running this cell (os._exit, sys.exit in a thread, a crash, "
-            "or more memory than the cap)"
-        )
-        return CellRun("dead", seconds, "DeadKernelError", why), (
-            f"{why}; later cells were not run",
-            "error",
-        )
+        code = await asyncio.to_thread(exit_status, client.km)
+        sandboxed = getattr(client.km, "launch", None) is not None
+        why = "the kernel died while running this cell: " + how_it_ended(code, sandboxed)
+        run = CellRun("dead", seconds, "DeadKernelError", why)
+        run.exit_code, run.exit_signal = code, ending_signal(code, sandboxed)
+        return run, (f"{why}; later cells were not run", "error")
     seconds = time.monotonic() - began
     content = (replies.pop(index, None) or {}).get("content", {})
     if content.get("status") == "ok":
@@ -575,6 +581,62 @@ async def _run_cell(
         ),
         None,
     )
+
+
+def exit_status(km: AsyncKernelManager, wait: float = 2.0) -> int | None:
+    """A dead kernel's exit status as ``Popen.returncode`` gives it (negative: a signal), or
+    None when it is not known within ``wait`` seconds."""
+    process = getattr(getattr(km, "provisioner", None), "process", None)
+    if isinstance(process, forking.ForkedProcess):
+        return process.exit_status(wait)
+    if process is None:
+        return None
+    try:
+        return process.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+# Signals that end a process on a fault in native code (a crash, or an allocation that failed
+# where nothing could raise MemoryError).
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
+
+
+def ending_signal(code: int | None, sandboxed: bool) -> int | None:
+    """The signal that ended a kernel, from its exit status: negative for a kernel started
+    directly; 128 + n from the sandbox's launcher, which exits with the kernel's status."""
+    if code is None:
+        return None
+    if code < 0:
+        return -code
+    return code - 128 if sandboxed and 128 < code < 128 + 65 else None
+
+
+def how_it_ended(code: int | None, sandboxed: bool) -> str:
+    """A dead kernel's cause in words, from its exit status (``exit_status``)."""
+    if code is None:
+        return "os._exit, a crash, or more memory than the cap (its exit status is unknown)"
+    number = ending_signal(code, sandboxed)
+    if number is None:
+        return (
+            f"it exited with status {code} (os._exit(), or a library that ends the process; "
+            "sys.exit() and exit() in a cell do not)"
+        )
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    if number == signal.SIGKILL:
+        return (
+            "it was killed (SIGKILL), most often by the system running out of memory: more "
+            "memory than the machine or the cap allows"
+        )
+    if number in CRASH_SIGNALS:
+        return (
+            f"it crashed ({name}): a fault in native code, such as a library given invalid "
+            "input or running out of memory where it could not raise MemoryError"
+        )
+    return f"it was ended by {name}"
 
 
 async def _interrupt(client: _CappedClient, wait: float = 15.0) -> bool:

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 # Environment variables that differ between submissions: set in each child, not part of
@@ -66,14 +67,23 @@ for name in json.loads(sys.argv[2]):
         failed.append(f"{name}: {type(error).__name__}: {error}"[:300])
 
 
+exits = sys.argv[3]  # the folder where a kernel's exit status is written: <pid>
+
+
 def reap(*_):
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        try:
+            with open(os.path.join(exits, f"{pid}.part"), "w") as stream:
+                stream.write(str(os.waitstatus_to_exitcode(status)))
+            os.replace(os.path.join(exits, f"{pid}.part"), os.path.join(exits, str(pid)))
+        except (OSError, ValueError):
+            pass
 
 
 signal.signal(signal.SIGCHLD, reap)
@@ -148,13 +158,16 @@ class ForkedProcess:
     """A ``subprocess.Popen``-like handle on a kernel a template forked (not our child).
 
     Exit and signals go through a pidfd, so a reused pid can never be signalled by mistake.
-    The exit status is the template's to collect; ``returncode`` is -1 once the kernel ended.
+    The exit status is the template's to collect: it writes it to ``exits/<pid>``, which
+    ``exit_status`` reads; ``returncode`` is -1 once the kernel ended.
     """
 
     stdin = stdout = stderr = None
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, exits: Path | None = None) -> None:
         self.pid = pid
+        self.exits = exits
+        self._status: int | None = None
         self.returncode: int | None = None
         try:
             self._fd: int | None = os.pidfd_open(pid)
@@ -198,6 +211,24 @@ class ForkedProcess:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def exit_status(self, wait: float = 2.0) -> int | None:
+        """The ended kernel's exit status as ``Popen.returncode`` gives it (negative: killed
+        by that signal), from the template; None while it runs or when not known within
+        ``wait`` seconds (the template writes it when it reaps the kernel, just after)."""
+        if self._status is not None or self.poll() is None or self.exits is None:
+            return self._status
+        path = self.exits / str(self.pid)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._status = int(path.read_text())
+                path.unlink(missing_ok=True)
+                return self._status
+            except (OSError, ValueError):
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.02)
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None:
@@ -277,7 +308,7 @@ class Template:
     ) -> None:
         self.owner = os.getpid()
         self.root = owned_tempdir("autograder-template-")
-        for folder in ("home", "tmp"):
+        for folder in ("home", "tmp", "exits"):
             (self.root / folder).mkdir()
         own_env = stable_env(env)
         own_env.update({"HOME": str(self.root / "home"), "TMPDIR": str(self.root / "tmp")})
@@ -289,7 +320,14 @@ class Template:
         self._lock = threading.Lock()
         # From the calling (main) thread: PR_SET_PDEATHSIG follows the thread that forked.
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _TEMPLATE, str(os.getpid()), json.dumps(list(preload))],
+            [
+                sys.executable,
+                "-c",
+                _TEMPLATE,
+                str(os.getpid()),
+                json.dumps(list(preload)),
+                str(self.root / "exits"),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -322,7 +360,7 @@ class Template:
                 assert self.process.stdin is not None
                 self.process.stdin.write(json.dumps(request) + "\n")
                 self.process.stdin.flush()
-                return ForkedProcess(int(self._reply()["pid"]))
+                return ForkedProcess(int(self._reply()["pid"]), self.root / "exits")
             except (OSError, ValueError, KeyError) as error:
                 raise TemplateError(f"the kernel template failed: {error}") from error
 

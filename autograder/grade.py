@@ -1224,12 +1224,13 @@ def load_results(out: Path) -> list[dict]:
 
 def limits_hit(execution: Execution) -> list[str]:
     """Which limits a run ran into: ``time`` (a cell or the notebook timed out), ``memory``
-    (a ``MemoryError``, or a kernel that died: the cap is the usual killer)."""
+    (a ``MemoryError``, or a kernel killed or crashed by a signal, or dead in a way not known;
+    not one that exited with a status of its own, ``os._exit``)."""
     runs = execution.runs.values()
     hit = set()
     if execution.stopped_status == "timeout" or any(r.status == "timeout" for r in runs):
         hit.add("time")
-    if any(r.status == "dead" or r.ename == "MemoryError" for r in runs):
+    if any(r.maybe_memory or r.ename == "MemoryError" for r in runs):
         hit.add("memory")
     return sorted(hit)
 

@@ -35,7 +35,7 @@ from toy import (
     with_solution,
 )
 
-from autograder import cli, grade, report
+from autograder import cli, execute, grade, report
 from autograder.course import REPO_ROOT, Course
 from autograder.execute import CellRun, Limits
 from autograder.grade import (
@@ -592,6 +592,11 @@ def batch(tmp_path_factory, release_text):
     )
     write(
         folder,
+        "segfaults.ipynb",
+        with_solution(correct, "toy_square_solution", "import ctypes\nctypes.string_at(0)"),
+    )
+    write(
+        folder,
         "memory_bomb.ipynb",
         with_solution(correct, "toy_double_solution", "hog = bytearray(64 * 2**30)"),
     )
@@ -815,6 +820,38 @@ def test_a_dying_kernel_keeps_earlier_scores(batch):
     assert statuses(batch["table"], "exits")["toy_double"] == "ok"
 
 
+@pytest.mark.parametrize(
+    ("student", "cause", "memory"),
+    [
+        ("exits", "it exited with status 1 (os._exit()", False),
+        ("segfaults", "it crashed (SIGSEGV)", True),
+    ],
+)
+def test_a_dead_kernel_says_how_it_ended(batch, student, cause, memory):
+    """The kernel's exit status (through the sandbox's launcher, and from the template that
+    forked it) names the cause; only a signal, which the memory cap or the system's
+    out-of-memory killer may have sent, counts as a memory limit for regrading."""
+    result = json.loads((results_dir(batch["out"], "toy") / f"{student}.json").read_text())
+    (square,) = [row for row in result["rows"] if row["question"] == "toy_square"]
+    assert f"the kernel died while running this cell: {cause}" in square["message"]
+    assert ("memory" in result["limits_hit"]) is memory
+    assert scores(batch["table"], student) == {**FULL, "toy_square": 0}
+
+
+def test_how_a_kernel_ended_is_read_from_its_exit_status():
+    """Negative statuses are signals (Popen); under the sandbox the launcher exits with 128 + n,
+    and 137 from an unsandboxed kernel is an exit status of its own."""
+    assert execute.ending_signal(-9, sandboxed=False) == 9
+    assert execute.ending_signal(137, sandboxed=True) == 9
+    assert execute.ending_signal(137, sandboxed=False) is None
+    assert execute.ending_signal(1, sandboxed=True) is None
+    assert execute.ending_signal(None, sandboxed=True) is None
+    assert "exited with status 137" in execute.how_it_ended(137, sandboxed=False)
+    assert "crashed (SIGABRT)" in execute.how_it_ended(128 + 6, sandboxed=True)
+    assert "ended by SIGTERM" in execute.how_it_ended(-15, sandboxed=False)
+    assert "exit status is unknown" in execute.how_it_ended(None, sandboxed=False)
+
+
 def test_a_memory_bomb_fails_only_its_own_question(batch):
     assert scores(batch["table"], "memory_bomb") == {**FULL, "toy_double": 0}
 
@@ -926,8 +963,10 @@ def test_rerunning_regrades_only_what_is_missing(batch, tmp_path):
 
 def test_a_rerun_with_higher_limits_regrades_who_ran_out_of_them(batch, tmp_path):
     """Raised limits: only the students whose stored run hit that limit are graded again (the
-    batch built them: ``loop`` never ends; ``memory_bomb`` asks for 64 GiB; ``exits`` kills
-    its kernel, as the memory cap does); the others are kept. Lower limits keep everyone."""
+    batch built them: ``loop`` never ends; ``memory_bomb`` asks for 64 GiB; ``segfaults``
+    crashes its kernel by a signal, as running out of memory in native code can; ``exits``
+    ends its own with ``os._exit(1)``, which no limit explains, and is kept); the others are
+    kept. Lower limits keep everyone."""
     out = tmp_path / "out"
     shutil.copytree(batch["out"], out)
     everyone = len(list(batch["folder"].glob("*.ipynb")))
@@ -944,7 +983,7 @@ def test_a_rerun_with_higher_limits_regrades_who_ran_out_of_them(batch, tmp_path
     assert "1 graded again: they ran out of time or memory under lower limits" in "\n".join(lines)
     assert statuses(grades_by_student(out), "loop")["toy_double"] == "timeout"  # still loops
     assert rerun(notebook_timeout=None)[0] == ["loop"]  # no limit is a higher one
-    assert rerun(memory_mb=LIMITS.memory_mb + 1)[0] == ["exits", "memory_bomb"]
+    assert rerun(memory_mb=LIMITS.memory_mb + 1)[0] == ["memory_bomb", "segfaults"]
     assert rerun(cell_timeout=2, notebook_timeout=30, memory_mb=2048)[0] == []
     assert read_csv(out / "grades.csv") == read_csv(batch["out"] / "grades.csv")
 

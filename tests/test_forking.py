@@ -126,6 +126,32 @@ def test_kernels_die_with_their_template(tmp_path, lib):
         template.close()
 
 
+def test_a_forked_processs_exit_status_comes_from_its_template(tmp_path, lib):
+    """The template reaps its children: does ``exit_status`` give what ``Popen`` would (an
+    exit code, or minus the signal), and None while the process runs?"""
+    template = forking.Template(kernel_env({"PYTHONPATH": str(lib)}), ("preloaded",), lib)
+    try:
+        codes = {
+            "import os\nos._exit(3)": 3,
+            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)": -9,
+            "import ctypes\nctypes.string_at(0)": -11,
+        }
+        for code, expected in codes.items():
+            process = template.fork(code, [], kernel_env(), str(tmp_path), str(tmp_path / "log"))
+            process.wait(timeout=20)
+            assert process.exit_status() == expected, code
+        running = template.fork(
+            "import time\ntime.sleep(600)", [], kernel_env(), str(tmp_path), str(tmp_path / "log")
+        )
+        assert running.exit_status() is None
+        running.kill()
+        running.wait(timeout=20)
+        assert running.exit_status() == -9
+        assert list((template.root / "exits").iterdir()) == []  # each read once, then removed
+    finally:
+        template.close()
+
+
 def test_a_failed_import_is_reported_and_the_kernel_still_starts(tmp_path, lib):
     env = kernel_env({"PYTHONPATH": str(lib)})
     template = forking.Template(env, ("no_such_module_here", "preloaded"), lib)
