@@ -233,7 +233,7 @@ def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str
         for row in result["rows"]
         if row["status"] == "manual"
     }
-    found = {}
+    found, lines = {}, {}
     for line, row in enumerate(_read_rows(path), start=2):
         if not row.get("score"):
             continue
@@ -254,7 +254,14 @@ def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str
                 f"{path}:{line}: the score {row['score']!r} of {row['student']} for {question} "
                 f"is not a number from 0 to {points[question]:g}"
             )
-        found[(row["student"], question)] = (score, row.get("comment", ""))
+        key = (row["student"], question)
+        if key in lines:
+            raise WrittenError(
+                f"{path}:{line}: {row['student']} has a score for {question} on line "
+                f"{lines[key]} already: keep one"
+            )
+        lines[key] = line
+        found[key] = (score, row.get("comment", ""))
     return found
 
 

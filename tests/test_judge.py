@@ -19,10 +19,12 @@ import torch
 import torch.nn.utils.prune as prune
 from jupyter_client import KernelManager
 from torch import nn
+from toy import TOY_ROOT
 
 from autograder import grade
 from autograder import judge_runtime as jr
-from autograder.execute import kernel_env
+from autograder.course import Course
+from autograder.execute import Limits, kernel_env
 from helpers.pruning import random_vgg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -298,6 +300,24 @@ def test_a_request_folder_replaced_by_a_link_is_refused_and_nothing_is_written_t
             ns["double"](5)  # and it stays refused
     finally:
         kernel.close()
+
+
+def test_the_graders_folder_id_is_the_one_the_judge_checks(tmp_path):
+    """grade.judge_spec writes the request folder's id; the judge (a copy of its own file,
+    not importing grade) checks it: do the two agree on the format, accepting the folder
+    and refusing one put in its place?"""
+    lab = Course(root=TOY_ROOT, release_dir=TOY_ROOT, student_files=()).load("toy")
+    rpc = tmp_path / "rpc"
+    rpc.mkdir()
+    extra = {"PYTHONPATH": str(tmp_path)}
+    spec = grade.judge_spec(lab, frozenset(), tmp_path, extra, rpc, Limits(), "smoke")
+    judge = object.__new__(jr._Judge)
+    judge.rpc_dir, judge.rpc_id, judge.dead = rpc, spec.env[jr.RPC_ID], None
+    os.close(judge._rpc_folder())  # the folder itself: accepted
+    rpc.rename(tmp_path / "old")
+    rpc.mkdir()
+    with pytest.raises(jr.GraderFilesTampered, match="was replaced"):
+        judge._rpc_folder()
 
 
 def test_a_tests_own_functions_never_reach_the_student_kernel(student):

@@ -134,6 +134,9 @@ def test_export_adds_the_scores_typed_in_and_refuses_a_wrong_one(graded, tmp_pat
     write_scores(out, [{**rows[0], "question": "toy_double", "score": "1"}])
     assert cli.main(["export", "--out", str(out)]) == 2
     assert "'toy_double' is not a written answer of toy" in capsys.readouterr().err
+    write_scores(out, [{**rows[0], "score": "1"}, {**rows[0], "score": "0"}])
+    assert cli.main(["export", "--out", str(out)]) == 2
+    assert "scores.csv:3: " in (error := capsys.readouterr().err) and "on line 2 already" in error
 
 
 def test_written_again_keeps_what_was_typed_and_adds_new_students(graded, tmp_path, capsys):
