@@ -953,17 +953,57 @@ def _from_file(path: Path, lab: str, root: Path | None, scratch: Path) -> list[S
 
 def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[Submission]:
     """Extract a zip's notebooks (and nbgrader timestamps) safely under ``scratch``. ``owned``:
-    one student's zip, whose notebooks may fill at most ``MAX_SUBMISSION_MB`` in all."""
+    one student's zip, whose notebooks may fill at most ``MAX_SUBMISSION_MB`` in all. Any zip
+    that cannot be read or stored here is a ``UsageError`` naming it (for a student's own zip,
+    that student's unreadable submission), never a traceback that stops the batch."""
     target = Path(tempfile.mkdtemp(prefix="zip-", dir=scratch))
+    try:
+        times, others = _extract(path, target, scratch, owned)
+    except UsageError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        NotImplementedError,
+    ) as e:
+        raise UsageError(
+            f"{path}: cannot be read as a zip of notebooks ({type(e).__name__}: {e}); it is "
+            "damaged, or holds names this machine cannot store: download it again, or unzip "
+            "it and grade the folder"
+        ) from None
+    found = []
+    root = _unwrap(target)
+    for out in sorted(times):
+        if out.suffix.lower() != ".ipynb":
+            continue
+        student = _student_for(out, lab, root)
+        origin = f"{path}!{out.relative_to(target).as_posix()}"
+        found.append(Submission(student, out, origin, _timestamp(out, times[out])))
+    if owned:
+        return found
+    for folder in list(others):  # a student's folder holding only an nbgrader timestamp
+        others[folder] += [p.name for p in times if p.parent == folder and p.suffix != ".ipynb"]
+    return found + _without_notebook(root, found, scratch, others, origin=f"{path}!")
+
+
+def _extract(
+    path: Path, target: Path, scratch: Path, owned: bool
+) -> tuple[dict[Path, float], dict[Path, list[str]]]:
+    """``_from_zip``'s extraction into ``target``: each file written and its time, and the
+    names of the files not extracted, by folder."""
     times: dict[Path, float] = {}
     room = shutil.disk_usage(target).free - (DISK_RESERVE_MB << 20)  # bytes it may write
     cap = (MAX_SUBMISSION_MB << 20) + 1  # per notebook: one byte over, enough to refuse it
     allowed = MAX_SUBMISSION_MB << 20 if owned else math.inf  # in all; one byte more: refused
     others: dict[Path, list[str]] = {}  # the files not extracted, by folder (names only)
+    made = path.stat().st_mtime  # for an entry whose date is not one (a zero DOS date)
     with zipfile.ZipFile(path) as archive:
         wanted = [info for info in archive.infolist() if _extracted(info)]
         for info in archive.infolist():  # the folders of every entry, so that a student's
-            name = Path(info.filename)  # folder without a notebook is seen (_without_notebook)
+            name = _zip_name(info)  # folder without a notebook is seen (_without_notebook)
             if name.is_absolute() or ".." in name.parts:
                 continue
             parts = name.parts if info.is_dir() else name.parts[:-1]
@@ -980,8 +1020,7 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
         if declared > room:
             raise UsageError(_no_room(path, scratch))
         for info in wanted:
-            name = Path(info.filename)
-            out = target / name
+            out = target / _zip_name(info)
             out.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with archive.open(info) as source, open(out, "wb") as sink:
@@ -1005,26 +1044,26 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
                 raise UsageError(_too_much_in_all())
             if room < 0:
                 raise UsageError(_no_room(path, scratch))
-            times[out] = datetime(*info.date_time).timestamp()
-    found = []
-    root = _unwrap(target)
-    for out in sorted(times):
-        if out.suffix.lower() != ".ipynb":
-            continue
-        student = _student_for(out, lab, root)
-        origin = f"{path}!{out.relative_to(target).as_posix()}"
-        found.append(Submission(student, out, origin, _timestamp(out, times[out])))
-    if owned:
-        return found
-    for folder in list(others):  # a student's folder holding only an nbgrader timestamp
-        others[folder] += [p.name for p in times if p.parent == folder and p.suffix != ".ipynb"]
-    return found + _without_notebook(root, found, scratch, others, origin=f"{path}!")
+            try:
+                times[out] = datetime(*info.date_time).timestamp()
+            except (ValueError, OverflowError):
+                times[out] = made
+    return times, others
+
+
+def _zip_name(info: zipfile.ZipInfo) -> Path:
+    """A zip entry's name as a path: ``/`` separates folders, and so does ``\\`` in a name
+    without any ``/`` (zips written by some Windows tools)."""
+    name = info.filename
+    if "/" not in name and "\\" in name:
+        name = name.replace("\\", "/")
+    return Path(name)
 
 
 def _inside(info: zipfile.ZipInfo) -> bool:
     """Whether a zip entry names a place inside the zip's own folder, not one a submission
     search skips (hidden, macOS debris)."""
-    name = Path(info.filename)
+    name = _zip_name(info)
     if name.is_absolute() or ".." in name.parts:
         return False
     return not any(_skipped(part) for part in name.parts)
@@ -1033,7 +1072,7 @@ def _inside(info: zipfile.ZipInfo) -> bool:
 def _extracted(info: zipfile.ZipInfo) -> bool:
     """Whether a zip entry is extracted: notebooks and nbgrader's ``timestamp.txt``, inside
     the zip's own folder, not in a folder a submission search skips."""
-    name = Path(info.filename)
+    name = _zip_name(info)
     if info.is_dir() or not _inside(info):
         return False
     return name.suffix.lower() == ".ipynb" or name.name == "timestamp.txt"

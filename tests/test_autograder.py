@@ -322,6 +322,44 @@ def test_a_damaged_zip_stops_the_run_saying_so_and_a_students_is_theirs(tmp_path
     assert set(found) == {"ann", "cy"} and "zip is damaged" in found["cy"].refused
 
 
+def test_a_students_zip_that_cannot_be_stored_here_is_theirs_not_the_batchs(tmp_path):
+    """A student's zip holding a name that is both a file and a folder, a name too long for
+    the file system, or a name flagged UTF-8 that is not: that student is unreadable, saying
+    why, and everyone else is found (each stopped the whole batch with a traceback). An
+    entry dated 0 (zero DOS date) takes the zip's own time."""
+    notebook = nbformat.writes(answered()).encode()
+    folder = tmp_path / "in"
+    write(folder, "ann.ipynb", answered())
+    bad = {
+        "conflict": [("x/toy.ipynb", notebook), ("x/toy.ipynb/timestamp.txt", b"now")],
+        "long": [("a" * 300 + ".ipynb", notebook)],
+    }
+    for student, entries in bad.items():
+        (folder / student).mkdir()
+        with zipfile.ZipFile(folder / student / "up.zip", "w") as bundle:
+            for name, data in entries:
+                bundle.writestr(name, data)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("al!ce/toy.ipynb", notebook)
+    raw = bytearray(buffer.getvalue().replace(b"al!ce", b"al\xffce"))
+    at = raw.index(b"PK\x01\x02") + 8  # the central header's flags: say UTF-8
+    raw[at + 1] |= 0x08
+    (folder / "utf").mkdir()
+    (folder / "utf" / "up.zip").write_bytes(bytes(raw))
+    dated = zipfile.ZipInfo("toy.ipynb", date_time=(1980, 0, 0, 0, 0, 0))
+    (folder / "zero").mkdir()
+    with zipfile.ZipFile(folder / "zero" / "up.zip", "w") as bundle:
+        bundle.writestr(dated, notebook)
+    (tmp_path / "scratch").mkdir()
+    found = {s.student: s for s in discover([folder], "toy", tmp_path / "scratch")}
+    assert set(found) == {"ann", "conflict", "long", "utf", "zero"}
+    for student in bad.keys() | {"utf"}:
+        assert "cannot be read as a zip of notebooks" in found[student].refused, student
+    assert not found["zero"].refused
+    assert found["zero"].timestamp == (folder / "zero" / "up.zip").stat().st_mtime
+
+
 def test_restore_puts_back_deleted_edited_and_stripped_cells():
     """Are protected cells restored from the source, with what changed, in the right place?"""
     lab = load_lab(TOY_SOURCE, "toy")
