@@ -72,6 +72,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
+from nbformat import NotebookNode
 
 from autograder import forking, sandbox
 from autograder.course import REPO_ROOT, Course, file_tree
@@ -82,6 +83,7 @@ from autograder.notebooks import (
     Unreadable,
     cell_kind,
     hidden_lines,
+    is_blank,
     nbgrader_meta,
     read_submission,
     restore,
@@ -626,7 +628,7 @@ def grade_submission(
         for index, run in sorted(execution.runs.items())
     ]
     result["limits_hit"] = limits_hit(execution)
-    result["answers"] = written_answers(lab, restored)  # for `written` (autograder/written.py)
+    result["answers"] = written_answers(lab, notebook)  # for `written` (autograder/written.py)
     if feedback_path:
         report.write_feedback(feedback_path, result, lab, restored, execution)
     return result
@@ -637,16 +639,27 @@ def grade_submission(
 MAX_ANSWER_CHARS = 20_000
 
 
-def written_answers(lab: Lab, restored: Restored) -> dict[str, str]:
-    """The text of each written-answer cell the submission has, by grade_id."""
-    found = {}
+def written_answers(lab: Lab, submitted: NotebookNode) -> dict[str, str | None]:
+    """The text of each written answer in the submitted notebook, by grade_id: the first cell
+    claiming it that is not blank (an answer typed into a pasted copy of the cell counts),
+    else the blank one; None when no cell claims it (its metadata was removed)."""
+    cells: dict[str, list[str]] = {}
+    for cell in submitted.cells:
+        meta = nbgrader_meta(cell)
+        if meta:
+            cells.setdefault(str(meta["grade_id"]), []).append(source_text(cell))
+    found: dict[str, str | None] = {}
     for question in lab.questions:
-        position = restored.index_of.get(question.grade_id)
-        if question.kind == "manual" and position is not None:
-            text = source_text(restored.notebook.cells[position])
-            if len(text) > MAX_ANSWER_CHARS:
-                text = text[:MAX_ANSWER_CHARS] + "\n[... cut: the rest is in the notebook]"
-            found[question.grade_id] = text
+        if question.kind != "manual":
+            continue
+        texts = cells.get(question.grade_id)
+        if not texts:
+            found[question.grade_id] = None
+            continue
+        text = next((t for t in texts if not is_blank(t)), texts[0])
+        if len(text) > MAX_ANSWER_CHARS:
+            text = text[:MAX_ANSWER_CHARS] + "\n[... cut: the rest is in the notebook]"
+        found[question.grade_id] = text
     return found
 
 

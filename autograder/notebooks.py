@@ -99,6 +99,11 @@ def source_text(cell: dict) -> str:
     return str(source or "")
 
 
+def is_blank(text: str) -> bool:
+    """Whether a written answer is empty or still the release's placeholder."""
+    return text.strip() in ("", TEXT_STUB)
+
+
 def nbgrader_meta(cell: dict) -> dict | None:
     """The cell's ``metadata.nbgrader`` dict, or None when absent or malformed."""
     metadata = cell.get("metadata")

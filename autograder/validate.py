@@ -17,13 +17,13 @@ from autograder.grade import GRADING_ENV, failure_message, runs_before, workspac
 from autograder.notebooks import (
     TEXT_STUB,
     Unreadable,
+    is_blank,
     nbgrader_meta,
     read_submission,
     restore,
     source_text,
 )
 from autograder.report import number
-from autograder.written import is_blank
 
 
 @dataclass

@@ -12,14 +12,20 @@ for each lab graded into DIR:
   many are scored;
 - ``DIR/written/<lab>/scores.csv``: ``student,question,max_score,score,comment``, one row per
   student and question, in question order, for a person to fill in ``score`` (and
-  ``comment``). A blank answer comes with score 0 and the comment "no answer". Running
-  ``written`` again (after more students were graded) keeps every row of the file as it is
-  and adds the missing ones: nothing typed in is overwritten.
+  ``comment``). A blank answer comes with score 0 and the comment "no answer" (that 0 holds
+  only while the answer is blank: once a regraded notebook has one, ``export`` leaves it to
+  a person and ``written`` empties the row). Running ``written`` again (after more students
+  were graded) keeps every other row of the file as it is and adds the missing ones:
+  nothing typed in is overwritten. A student's answer typed into a pasted copy of the
+  answer cell is the one shown; a cell whose metadata was removed is "not found".
 
 ``export`` reads each lab's ``scores.csv`` when there is one: a score given there replaces
 the written answer's 0 (status ``ok``, the comment in the message) in the export's totals and
 cells; an empty score stays ``manual``. A score that is not a number from 0 to the question's
-points stops ``export`` (``WrittenError``, exit 2) naming the file and line. ``grade``'s own
+points, a line with more fields than the header (an unquoted comma) or a score for a
+student and question with no written answer waiting (an id a spreadsheet changed) stops
+``export`` (``WrittenError``, exit 2) naming the file and line: a score is never dropped
+without a word. ``grade``'s own
 ``grades.csv`` and ``totals.csv`` keep written answers at 0: waiting for a person.
 """
 
@@ -37,8 +43,8 @@ from autograder.grade import STATUS_ORDER, load_results, safe_name
 from autograder.notebooks import (
     SOLUTION_BEGIN,
     SOLUTION_END,
-    TEXT_STUB,
     Lab,
+    is_blank,
     marked_regions,
     source_text,
 )
@@ -100,9 +106,17 @@ def _read_rows(path: Path) -> list[dict]:
             f"{path}: not a scores file: its first line must be {','.join(SCORES_COLUMNS)} "
             f"(found {','.join(reader.fieldnames or []) or 'nothing'})"
         )
-    return [
-        {key.strip(): (value or "").strip() for key, value in row.items() if key} for row in reader
-    ]
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        if None in row:
+            raise WrittenError(
+                f"{path}:{line}: more fields than the first line names (an unquoted comma? "
+                "write 0.5, not 0,5, and put a comment holding a comma in double quotes)"
+            )
+        values = {key.strip(): value or "" for key, value in row.items()}
+        # the student id as written (it may end in a space); the rest without spaces
+        rows.append({k: v if k == "student" else v.strip() for k, v in values.items()})
+    return rows
 
 
 def write_pages(out: Path, course: Course, lab: str | None = None) -> list[tuple[str, Path, int]]:
@@ -124,20 +138,23 @@ def write_pages(out: Path, course: Course, lab: str | None = None) -> list[tuple
         folder = Path(out) / "written" / name
         path = scores_path(out, name)
         rows = _read_rows(path) if path.exists() else []
-        have = {(row["student"], row["question"]) for row in rows}
+        have = {(row["student"], row["question"]): row for row in rows}
         added = 0
         for question in questions:
             for result in results:
-                if (result["student"], question.grade_id) in have:
+                blank = _answer(result, question.grade_id)[0] == BLANK
+                row = have.get((result["student"], question.grade_id))
+                if row is not None:
+                    if _automatic(row) and not blank:  # answered since: a person scores it
+                        row["score"] = row["comment"] = ""
                     continue
-                answer = _answer(result, question.grade_id)
                 rows.append(
                     {
                         "student": result["student"],
                         "question": question.grade_id,
                         "max_score": number(question.points),
-                        "score": "0" if answer == "" else "",
-                        "comment": NO_ANSWER if answer == "" else "",
+                        "score": "0" if blank else "",
+                        "comment": NO_ANSWER if blank else "",
                     }
                 )
                 added += 1
@@ -152,7 +169,7 @@ def write_pages(out: Path, course: Course, lab: str | None = None) -> list[tuple
         index = []
         for question in questions:
             page = folder / f"{safe_name(question.grade_id)}.html"
-            blank = sum(_answer(r, question.grade_id) == "" for r in results)
+            blank = sum(_answer(r, question.grade_id)[0] == BLANK for r in results)
             marked = sum((r["student"], question.grade_id) in scored for r in results)
             _write_text_atomic(page, _question_page(spec, question, results))
             index.append(
@@ -175,19 +192,26 @@ def write_pages(out: Path, course: Course, lab: str | None = None) -> list[tuple
     return done
 
 
-def _answer(result: dict, grade_id: str) -> str | None:
-    """A student's answer: its text, "" when blank, None when not stored (an unreadable
-    notebook, or a result stored before answers were kept)."""
+# What a stored result says of one written answer (``_answer``).
+BLANK, NOT_FOUND, NOT_STORED = "blank", "not found", "not stored"
+
+
+def _answer(result: dict, grade_id: str) -> tuple[str, str]:
+    """(state, text) of a student's answer: ("text", the answer), (BLANK, ""), (NOT_FOUND,
+    "") when the notebook has no cell claiming it (its metadata was removed), (NOT_STORED, "")
+    for a result stored before answers were kept."""
     answers = result.get("answers")
     if not isinstance(answers, dict) or grade_id not in answers:
-        return None
+        return NOT_STORED, ""
+    if answers[grade_id] is None:
+        return NOT_FOUND, ""
     text = str(answers[grade_id])
-    return "" if is_blank(text) else text
+    return (BLANK, "") if is_blank(text) else ("text", text)
 
 
-def is_blank(text: str) -> bool:
-    """Whether a written answer is empty or still the release's placeholder."""
-    return text.strip() in ("", TEXT_STUB)
+def _automatic(row: dict) -> bool:
+    """Whether a scores row is the 0 ``written`` gives a blank answer, untouched."""
+    return row["score"] == "0" and row["comment"] == NO_ANSWER
 
 
 def _question_page(lab: Lab, question, results: list[dict]) -> str:
@@ -205,14 +229,18 @@ def _question_page(lab: Lab, question, results: list[dict]) -> str:
         f"<h2>Answers ({len(results)} students)</h2>",
     ]
     for result in results:
-        answer = _answer(result, question.grade_id)
+        state, answer = _answer(result, question.grade_id)
         student = html.escape(result["student"])
         parts.append(f"<h3 id='{html.escape(safe_name(result['student']))}'>{student}</h3>")
-        if answer is None:
-            why = "not stored: graded before answers were kept; grade again with --regrade"
-            parts.append(f"<p class='blank'>({why})</p>")
-        elif answer == "":
-            parts.append(f"<p class='blank'>({NO_ANSWER}: scored 0)</p>")
+        feedback = f"feedback/{safe_name(result['student'])}/{lab.name}.html"
+        why = {
+            NOT_STORED: "not stored: graded before answers were kept; grade again with --regrade",
+            NOT_FOUND: "no cell of the notebook is this answer's (its nbgrader metadata was "
+            f"removed?): read it in the student's notebook or in {feedback}",
+            BLANK: f"{NO_ANSWER}: scored 0",
+        }
+        if state in why:
+            parts.append(f"<p class='blank'>({html.escape(why[state])})</p>")
         else:
             parts.append(f"<div class='answer'>{html.escape(answer)}</div>")
     parts.append("</body></html>")
@@ -221,14 +249,17 @@ def _question_page(lab: Lab, question, results: list[dict]) -> str:
 
 def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str], tuple]:
     """(student, question) -> (score, comment) from the lab's scores file, for the written
-    answers of ``results`` (empty when there is no file; rows without a score are left
-    out). ``WrittenError`` names the line of a score that is not a number from 0 to the
-    question's points, or of a question that is not one of the lab's written answers."""
+    answers of ``results`` (empty when there is no file; rows without a score are left out,
+    and so is the 0 ``written`` gave a blank answer that has been answered since).
+    ``WrittenError`` names the line of a score that is not a number from 0 to the
+    question's points, of a score for a (student, question) with no written answer waiting
+    (an id changed by a spreadsheet, a student whose notebook is now unreadable), and of a
+    second score for the same one."""
     path = scores_path(out, lab)
     if not path.exists():
         return {}
-    points = {
-        row["question"]: float(row["max_score"])
+    waiting = {
+        (result["student"], row["question"]): (float(row["max_score"]), result)
         for result in results
         for row in result["rows"]
         if row["status"] == "manual"
@@ -237,27 +268,38 @@ def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str
     for line, row in enumerate(_read_rows(path), start=2):
         if not row.get("score"):
             continue
-        question = row.get("question", "")
-        if not points:  # no readable notebook of this lab has written answers to score
-            break
-        if question not in points:
+        key = (row["student"], row.get("question", ""))
+        if key not in waiting:
+            if _automatic(row):
+                continue  # the 0 of a blank answer whose notebook is now unreadable
             raise WrittenError(
-                f"{path}:{line}: {question!r} is not a written answer of {lab} "
-                f"(those are: {', '.join(sorted(points))})"
+                f"{path}:{line}: no written answer of {row['student']!r} for "
+                f"{row.get('question', '')!r} waits for a score in {lab} (an id changed by a "
+                "spreadsheet, say 00123 to 123? a notebook now unreadable?): fix the line, "
+                "or empty its score"
+            )
+        points, result = waiting[key]
+        if _automatic(row) and _answer(result, key[1])[0] != BLANK:
+            continue  # answered since it was scored 0: waiting for a person again
+        if row["score"].isdigit() and row.get("comment", "").isdigit():
+            raise WrittenError(
+                f"{path}:{line}: the score {row['score']!r} and the comment "
+                f"{row['comment']!r} read like {row['score']},{row['comment']} with a decimal "
+                f"comma: write {row['score']}.{row['comment']} (a comment of digits alone "
+                "is refused)"
             )
         try:
             score = float(row["score"])
         except ValueError:
             score = math.nan
-        if not 0 <= score <= points[question]:
+        if not 0 <= score <= points:
             raise WrittenError(
-                f"{path}:{line}: the score {row['score']!r} of {row['student']} for {question} "
-                f"is not a number from 0 to {points[question]:g}"
+                f"{path}:{line}: the score {row['score']!r} of {row['student']} for {key[1]} "
+                f"is not a number from 0 to {points:g}"
             )
-        key = (row["student"], question)
         if key in lines:
             raise WrittenError(
-                f"{path}:{line}: {row['student']} has a score for {question} on line "
+                f"{path}:{line}: {row['student']} has a score for {key[1]} on line "
                 f"{lines[key]} already: keep one"
             )
         lines[key] = line

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 from toy import TOY_ROOT, answered, cell_by_id, read_csv, with_solution
 
-from autograder import cli
+from autograder import cli, grade
 from autograder.course import COURSE_ROOT, Course
 from autograder.execute import Limits
 from autograder.grade import Settings, grade_batch, load_results
@@ -131,9 +131,18 @@ def test_export_adds_the_scores_typed_in_and_refuses_a_wrong_one(graded, tmp_pat
         error = capsys.readouterr().err
         assert f"scores.csv:2: the score '{bad}'" in error and "from 0 to 1" in error
         assert (out / "export" / "grades.csv").read_bytes() == before  # nothing written
-    write_scores(out, [{**rows[0], "question": "toy_double", "score": "1"}])
-    assert cli.main(["export", "--out", str(out)]) == 2
-    assert "'toy_double' is not a written answer of toy" in capsys.readouterr().err
+    for student, question in (("solution", "toy_double"), ("nobody", QUESTION)):
+        write_scores(out, [{**rows[0], "student": student, "question": question, "score": "1"}])
+        assert cli.main(["export", "--out", str(out)]) == 2  # not dropped without a word
+        error = capsys.readouterr().err
+        assert f"scores.csv:2: no written answer of {student!r} for {question!r}" in error
+    path = scores_path(out, "toy")
+    path.write_text(f"{','.join(SCORES_COLUMNS)}\nsolution,{QUESTION},1,0,5\n")
+    assert cli.main(["export", "--out", str(out)]) == 2  # 0,5 is not 0 with a comment of 5
+    assert "scores.csv:2: the score '0' and the comment '5'" in capsys.readouterr().err
+    path.write_text(f"{','.join(SCORES_COLUMNS)}\nsolution,{QUESTION},1,0,good, but short\n")
+    assert cli.main(["export", "--out", str(out)]) == 2  # the comment cut at the comma
+    assert "scores.csv:2: more fields than the first line names" in capsys.readouterr().err
     write_scores(out, [{**rows[0], "score": "1"}, {**rows[0], "score": "0"}])
     assert cli.main(["export", "--out", str(out)]) == 2
     assert "scores.csv:3: " in (error := capsys.readouterr().err) and "on line 2 already" in error
@@ -155,6 +164,62 @@ def test_written_again_keeps_what_was_typed_and_adds_new_students(graded, tmp_pa
     assert cli.main(["written", *COURSE, "--out", str(out)]) == 2
     assert "not a scores file" in capsys.readouterr().err
     assert path.read_text() == "name;points\nsolution;1\n"  # left as it was
+
+
+def test_a_blank_answer_answered_later_waits_for_a_person_again(graded, tmp_path, capsys):
+    """The 0 that ``written`` gives a blank answer holds only while it is blank: once the
+    student's regraded notebook has an answer, export leaves it unscored (manual) and
+    ``written`` empties that row again; a 0 a person typed with another comment stays."""
+    out = fresh_copy(graded, tmp_path)
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
+    stored = grade.results_dir(out, "toy") / "blank.json"
+    result = json.loads(stored.read_text())
+    result["answers"][QUESTION] = "Signs cancel."  # as a regrade of a new notebook stores it
+    stored.write_text(json.dumps(result))
+    assert cli.main(["export", "--out", str(out)]) == 0
+    table = {r["student"]: r for r in read_csv(out / "export" / "grades.csv")}
+    assert table["blank"]["toy status"] == "manual"
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
+    rows = {r["student"]: r for r in score_rows(out)}
+    assert (rows["blank"]["score"], rows["blank"]["comment"]) == ("", "")
+    page = (out / "written" / "toy" / f"{QUESTION}.html").read_text()
+    assert "Signs cancel." in page
+
+
+def test_an_answer_in_a_pasted_copy_is_shown_and_a_lost_cell_is_not_scored(tmp_path):
+    """An answer typed into a pasted copy of the answer cell (the original left blank) is
+    the answer kept; an answer cell whose metadata was removed is "not found", never an
+    automatic 0."""
+    course = Course(root=TOY_ROOT, release_dir=TOY_ROOT, student_files=())
+    lab = course.load("toy")
+    pasted = with_solution(answered(), QUESTION, TEXT_STUB)
+    copy_cell = nbformat.from_dict(json.loads(json.dumps(cell_by_id(pasted, QUESTION))))
+    copy_cell.source, copy_cell["id"] = "It is x times x.", "pasted-copy"
+    pasted.cells.append(copy_cell)
+    assert grade.written_answers(lab, pasted) == {QUESTION: "It is x times x."}
+    lost = answered()
+    del cell_by_id(lost, QUESTION).metadata["nbgrader"]
+    assert grade.written_answers(lab, lost) == {QUESTION: None}
+    out = tmp_path / "out"
+    result = {"student": "lost", "lab": "toy", "status": "manual", "answers": {QUESTION: None}}
+    result["rows"] = [
+        {"question": QUESTION, "score": 0, "max_score": 1, "status": "manual", "message": ""}
+    ]
+    grade.write_json_atomic(
+        grade.results_dir(out, "toy") / "lost.json",
+        result
+        | {
+            "version": grade.RESULT_VERSION,
+            "score": 0,
+            "max_score": 1,
+            "changes": {},
+        },
+    )
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
+    (row,) = score_rows(out)
+    assert row["score"] == "" and row["comment"] == ""
+    page = (out / "written" / "toy" / f"{QUESTION}.html").read_text()
+    assert "no cell of the notebook is this answer" in page
 
 
 def test_the_placeholder_is_nbgraders():
