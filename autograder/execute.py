@@ -562,10 +562,9 @@ async def _run_cell(
     except DeadKernelError:
         seconds = time.monotonic() - began
         code = await asyncio.to_thread(exit_status, client.km)
-        sandboxed = getattr(client.km, "launch", None) is not None
-        why = "the kernel died while running this cell: " + how_it_ended(code, sandboxed)
+        why = "the kernel died while running this cell: " + how_it_ended(code)
         run = CellRun("dead", seconds, "DeadKernelError", why)
-        run.exit_code, run.exit_signal = code, ending_signal(code, sandboxed)
+        run.exit_code, run.exit_signal = code, ending_signal(code)
         return run, (f"{why}; later cells were not run", "error")
     seconds = time.monotonic() - began
     content = (replies.pop(index, None) or {}).get("content", {})
@@ -602,21 +601,17 @@ def exit_status(km: AsyncKernelManager, wait: float = 2.0) -> int | None:
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
 
 
-def ending_signal(code: int | None, sandboxed: bool) -> int | None:
-    """The signal that ended a kernel, from its exit status: negative for a kernel started
-    directly; 128 + n from the sandbox's launcher, which exits with the kernel's status."""
-    if code is None:
-        return None
-    if code < 0:
-        return -code
-    return code - 128 if sandboxed and 128 < code < 128 + 65 else None
+def ending_signal(code: int | None) -> int | None:
+    """The signal that ended a kernel, from its exit status (negative: a signal, as ``Popen``
+    gives it; the sandbox's launcher ends by the signal that ended its kernel)."""
+    return -code if code is not None and code < 0 else None
 
 
-def how_it_ended(code: int | None, sandboxed: bool) -> str:
+def how_it_ended(code: int | None) -> str:
     """A dead kernel's cause in words, from its exit status (``exit_status``)."""
     if code is None:
         return "os._exit, a crash, or more memory than the cap (its exit status is unknown)"
-    number = ending_signal(code, sandboxed)
+    number = ending_signal(code)
     if number is None:
         return (
             f"it exited with status {code} (os._exit(), or a library that ends the process; "

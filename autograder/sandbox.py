@@ -772,9 +772,13 @@ def _supervise(child: int) -> None:
             break
         if pid == child:
             code = os.waitstatus_to_exitcode(status)
-            code = 128 - code if code < 0 else code
             break
     kill_tree(os.getpid())
+    if code < 0:  # killed by a signal: end the same way, so that the grader tells it apart
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # from an exit status of 128 + n
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        code = 128 - code  # only if that signal did not end this process
     os._exit(code)
 
 

@@ -635,6 +635,11 @@ def batch(tmp_path_factory, release_text):
     )
     write(
         folder,
+        "exits_137.ipynb",
+        with_solution(correct, "toy_square_solution", "import os\nos._exit(137)"),
+    )
+    write(
+        folder,
         "memory_bomb.ipynb",
         with_solution(correct, "toy_double_solution", "hog = bytearray(64 * 2**30)"),
     )
@@ -863,6 +868,7 @@ def test_a_dying_kernel_keeps_earlier_scores(batch):
     [
         ("exits", "it exited with status 1 (os._exit()", False),
         ("segfaults", "it crashed (SIGSEGV)", True),
+        ("exits_137", "it exited with status 137 (os._exit()", False),
     ],
 )
 def test_a_dead_kernel_says_how_it_ended(batch, student, cause, memory):
@@ -877,17 +883,15 @@ def test_a_dead_kernel_says_how_it_ended(batch, student, cause, memory):
 
 
 def test_how_a_kernel_ended_is_read_from_its_exit_status():
-    """Negative statuses are signals (Popen); under the sandbox the launcher exits with 128 + n,
-    and 137 from an unsandboxed kernel is an exit status of its own."""
-    assert execute.ending_signal(-9, sandboxed=False) == 9
-    assert execute.ending_signal(137, sandboxed=True) == 9
-    assert execute.ending_signal(137, sandboxed=False) is None
-    assert execute.ending_signal(1, sandboxed=True) is None
-    assert execute.ending_signal(None, sandboxed=True) is None
-    assert "exited with status 137" in execute.how_it_ended(137, sandboxed=False)
-    assert "crashed (SIGABRT)" in execute.how_it_ended(128 + 6, sandboxed=True)
-    assert "ended by SIGTERM" in execute.how_it_ended(-15, sandboxed=False)
-    assert "exit status is unknown" in execute.how_it_ended(None, sandboxed=False)
+    """Negative statuses are signals (Popen's convention; the sandbox's launcher ends by its
+    kernel's signal), so an os._exit(137) is an exit status of its own, not a SIGKILL."""
+    assert execute.ending_signal(-9) == 9
+    assert execute.ending_signal(137) is None
+    assert execute.ending_signal(None) is None
+    assert "exited with status 137" in execute.how_it_ended(137)
+    assert "crashed (SIGABRT)" in execute.how_it_ended(-6)
+    assert "ended by SIGTERM" in execute.how_it_ended(-15)
+    assert "exit status is unknown" in execute.how_it_ended(None)
 
 
 def test_a_memory_bomb_fails_only_its_own_question(batch):
