@@ -1168,15 +1168,20 @@ def _copy_at_most(source, sink, limit: int) -> int:
 
 
 def one_per_student(
-    submissions: list[Submission], lab: str, other_labs: Iterable[str] = ()
+    submissions: list[Submission],
+    lab: str,
+    other_labs: Iterable[str] = (),
+    lab_ids: set[str] | None = None,
 ) -> tuple[list[Submission], list[str]]:
     """Each student's notebook to grade, and a line for each other one found (not graded).
 
     A student's folder may hold more than this lab's notebook: the course's other labs (an
-    nbgrader ``submitted/<student>/`` tree holds every lab), copies (``<lab>-Copy1.ipynb``).
-    So, as nbgrader names submissions: another lab's notebook (named ``<other>.ipynb``, or in
-    a folder named ``<other>``) is not graded while the student has another notebook; then a
-    notebook named ``<lab>.ipynb`` goes before any other name; then the newest wins.
+    nbgrader ``submitted/<student>/`` tree holds every lab), copies (``<lab>-Copy1.ipynb``),
+    an empty or broken file. So, as nbgrader names submissions: another lab's notebook (named
+    ``<other>.ipynb``, or in a folder named ``<other>``) is not graded while the student has
+    another notebook; then, with ``lab_ids`` (the lab's grade_ids), a notebook that reads
+    and has a cell of the lab goes before one that does not; then a notebook named
+    ``<lab>.ipynb`` goes before any other name; then the newest wins.
     """
     others = set(other_labs) - {lab}
     by_student: dict[str, list[Submission]] = {}
@@ -1191,7 +1196,10 @@ def one_per_student(
             return next((name for name in sorted(others) if name in names), None)
 
         ours = [s for s in candidates if other_lab(s) is None] or candidates
-        named = [s for s in ours if s.path.name == f"{lab}.ipynb"] or ours
+        usable = ours
+        if lab_ids is not None and len(ours) > 1:
+            usable = [s for s in ours if _has_a_cell_of(s, lab_ids)] or ours
+        named = [s for s in usable if s.path.name == f"{lab}.ipynb"] or usable
         chosen = named[-1]
         kept.append(chosen)
         for other in candidates:
@@ -1199,6 +1207,8 @@ def one_per_student(
                 continue
             if other not in ours:
                 why = f"{other_lab(other)}'s notebook, not {lab}'s"
+            elif other not in usable:
+                why = f"not a readable notebook with a cell of {lab}"
             elif other not in named:
                 why = f"not named {lab}.ipynb"
             else:
@@ -1207,32 +1217,60 @@ def one_per_student(
     return kept, ignored
 
 
+def _lab_cells(submission: Submission) -> set[str] | None:
+    """The grade_ids of a submission's cells, or None when it is not read (refused, too
+    large, not a notebook)."""
+    try:
+        if submission.refused or submission.path.stat().st_size > MAX_SUBMISSION_MB << 20:
+            return None
+        notebook = read_submission(submission.path.read_bytes())
+    except (OSError, Unreadable):
+        return None
+    return {str(meta["grade_id"]) for meta in map(nbgrader_meta, notebook.cells) if meta}
+
+
+def _has_a_cell_of(submission: Submission, lab_ids: set[str]) -> bool:
+    return bool((_lab_cells(submission) or set()) & lab_ids)
+
+
+def _readable_before(out: Path, lab: str, kept: list[str]) -> bool:
+    """Whether a result kept from an earlier run graded a notebook of ``lab`` (then the lab
+    was right, and a few late notebooks of another lab are those students' mistakes)."""
+    for student in kept:
+        try:
+            stored = json.loads((results_dir(out, lab) / f"{safe_name(student)}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(stored, dict) and stored.get("status") != "unreadable":
+            return True
+    return False
+
+
 def check_lab(todo: list[Submission], lab: Lab, course: Course) -> None:
-    """Refuse a batch of notebooks none of which has a cell of ``lab`` while some are another
-    lab's: ``--lab`` names the wrong lab, and grading would give the class 0 (``UsageError``,
-    before anything is graded). Reads notebooks only until one has a cell of ``lab``. A single
-    notebook is graded as usual (unreadable, saying so), as is a batch of unreadable files."""
+    """Refuse a batch (``UsageError``, before anything is graded) in which more readable
+    notebooks have cells of one other lab than of ``lab``: ``--lab`` names the wrong lab, and
+    grading would give the class 0. A single notebook is graded as usual (unreadable,
+    saying so), as is a batch of unreadable files. (``grade_batch`` skips this when results
+    of the lab are stored already, or when told to: ``--any-lab``.)"""
     if len(todo) < 2:
         return
-    others: Counter[str] = Counter()
+    ours, others = 0, Counter()
     for submission in todo:
-        try:
-            if submission.refused or submission.path.stat().st_size > MAX_SUBMISSION_MB << 20:
-                continue
-            notebook = read_submission(submission.path.read_bytes())
-        except (OSError, Unreadable):
+        ids = _lab_cells(submission)
+        if ids is None:
             continue
-        ids = {str(meta["grade_id"]) for meta in map(nbgrader_meta, notebook.cells) if meta}
         if ids & set(lab.by_id):
-            return
+            ours += 1
+            continue
         other = course.infer_lab(ids)
         if other is not None:
             others[other] += 1
-    if others:
+    if others and others.most_common(1)[0][1] > ours:
         other, count = others.most_common(1)[0]
         raise UsageError(
-            f"none of the {len(todo)} notebooks to grade has a cell of {lab.name}, and {count} "
-            f"are {other}'s: grade them with --lab {other} (nothing was graded)"
+            f"{count} of the {len(todo)} notebooks to grade are {other}'s, {ours} are "
+            f"{lab.name}'s: grade them with --lab {other} (nothing was graded; --any-lab "
+            f"grades them as {lab.name} all the same)"
         )
 
 
@@ -1397,9 +1435,11 @@ def grade_batch(
     progress: bool = True,
     regrade: bool = False,
     log=print,
+    check: bool = True,
 ) -> BatchReport:
     """Grade every submission found in ``inputs`` (files, folders, zips, or submissions found
-    already) into ``out`` (resumable; see module doc)."""
+    already) into ``out`` (resumable; see module doc). ``check``: refuse a batch that is
+    mostly another lab's notebooks (``check_lab``)."""
     from autograder import report
 
     out = Path(out)
@@ -1421,7 +1461,9 @@ def grade_batch(
             if not mine:
                 log(f"warning: no notebook found in {given}")
             found += mine
-        kept, batch.ignored = one_per_student(found, lab.name, settings.course.checkable_labs())
+        kept, batch.ignored = one_per_student(
+            found, lab.name, settings.course.checkable_labs(), set(lab.by_id)
+        )
         for line in batch.ignored:
             log(f"a student with several notebooks: {line}")
         todo, limited = [], 0
@@ -1433,7 +1475,8 @@ def grade_batch(
                 limited += why == "limits"
             else:
                 batch.skipped.append(submission.student)
-        check_lab(todo, lab, settings.course)
+        if check and not _readable_before(out, lab.name, batch.skipped):
+            check_lab(todo, lab, settings.course)
         notes = {
             s.student: [line for line in batch.ignored if line.startswith(f"{s.student}: ")]
             for s in todo

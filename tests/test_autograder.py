@@ -570,8 +570,9 @@ def test_a_student_folder_without_a_notebook_gets_a_row_saying_what_it_holds(tmp
 
 def test_a_batch_of_another_labs_notebooks_stops_before_grading(tmp_path, capsys):
     """``--lab lab1_pruning`` given Lab 3's notebooks: exit 2 naming Lab 3, no result stored
-    (the whole class would have scored 0). One such notebook among Lab 1's is graded as
-    usual, and so is a single notebook on its own."""
+    (the whole class would have scored 0). It takes a majority: one Lab 1 notebook among
+    them does not hide the mistake, one Lab 3 notebook among Lab 1's is graded as usual, and
+    so is a single notebook on its own."""
     course = Course()
     lab1 = course.load("lab1_pruning")
     lab3_release = (REPO_ROOT / "lab3_quant_prune.ipynb").read_bytes()
@@ -580,17 +581,66 @@ def test_a_batch_of_another_labs_notebooks_stops_before_grading(tmp_path, capsys
     for student in ("ann", "bob", "cy"):
         (folder / f"{student}.ipynb").write_bytes(lab3_release)
     (folder / "junk.ipynb").write_text("not a notebook")
+    (folder / "dee.ipynb").write_bytes((REPO_ROOT / "lab1_pruning.ipynb").read_bytes())
     out = tmp_path / "out"
     args = ["grade", "--lab", "lab1_pruning", str(folder), "--out", str(out), "--no-progress"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err
-    assert "none of the 4 notebooks to grade has a cell of lab1_pruning" in err
-    assert "3 are lab3_quant_prune's: grade them with --lab lab3_quant_prune" in err
+    assert "3 of the 5 notebooks to grade are lab3_quant_prune's, 1 are lab1_pruning's" in err
+    assert "grade them with --lab lab3_quant_prune" in err and "--any-lab" in err
     assert not list(out.glob(".results/*/*.json"))
+    for student in ("ann", "bob"):
+        (folder / f"{student}.ipynb").write_bytes((REPO_ROOT / "lab1_pruning.ipynb").read_bytes())
+    grade.check_lab(discover([folder], "lab1_pruning", tmp_path), lab1, course)  # 3 to 1: fine
     found = discover([folder], "lab1_pruning", tmp_path)
-    (folder / "dee.ipynb").write_bytes((REPO_ROOT / "lab1_pruning.ipynb").read_bytes())
-    grade.check_lab(discover([folder], "lab1_pruning", tmp_path), lab1, course)  # no error
-    grade.check_lab(found[:1], lab1, course)  # one notebook: graded, unreadable
+    grade.check_lab([s for s in found if s.student == "cy"], lab1, course)  # one alone
+
+
+def test_any_lab_and_a_rerun_with_results_kept_grade_other_labs_notebooks(tmp_path):
+    """A course of two labs (the toy and a copy with other grade_ids): ``--any-lab`` grades a
+    batch that is mostly the other lab's, and once results of the lab are stored, late
+    notebooks of the other lab are those students' mistakes, graded (unreadable), not a
+    wrong ``--lab``."""
+    root = tmp_path / "course"
+    shutil.copytree(TOY_ROOT, root)
+    other = json.loads((TOY_ROOT / "source" / "toy" / "toy.ipynb").read_text())
+    for cell in other["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if meta:
+            meta["grade_id"] = meta["grade_id"].replace("toy_", "two_")
+    (root / "source" / "two").mkdir()
+    (root / "source" / "two" / "two.ipynb").write_text(json.dumps(other))
+    folder = tmp_path / "in"
+    write(folder, "ann.ipynb", answered())
+    (folder / "bob.ipynb").write_text(json.dumps(other))
+    (folder / "cy.ipynb").write_text(json.dumps(other))
+    out = tmp_path / "out"
+    args = ["grade", "--course", str(root), "--lab", "toy", "--out", str(out), "--no-progress"]
+    assert cli.main([*args, str(folder)]) == 2
+    assert cli.main([*args, "--any-lab", str(folder)]) == 0
+    assert statuses(grades_by_student(out), "bob")["toy_double"] == "unreadable"
+    (folder / "dee.ipynb").write_text(json.dumps(other))
+    (folder / "eve.ipynb").write_text(json.dumps(other))
+    assert cli.main([*args, str(folder)]) == 0  # ann's result says toy was right
+    assert set(grades_by_student(out)) == {"ann", "bob", "cy", "dee", "eve"}
+
+
+def test_a_readable_notebook_of_the_lab_goes_before_an_empty_or_broken_one(tmp_path):
+    """An empty ``toy.ipynb`` beside a good ``toy (1).ipynb``, a newer broken file beside an
+    older good one: the good one is graded."""
+    good = tmp_path / "good.ipynb"
+    nbformat.write(answered(), good)
+    empty = tmp_path / "toy.ipynb"
+    empty.write_bytes(b"")
+    lab_ids = set(settings().course.load("toy").by_id)
+    given = [
+        Submission("ann", empty, "ann/toy.ipynb", 2.0),
+        Submission("ann", good, "ann/toy (1).ipynb", 1.0),
+    ]
+    kept, ignored = one_per_student(given, "toy", ["toy"], lab_ids)
+    assert [s.origin for s in kept] == ["ann/toy (1).ipynb"]
+    assert "not a readable notebook with a cell of toy" in ignored[0]
+    assert [s.origin for s in one_per_student(given, "toy")[0]] == ["ann/toy.ipynb"]  # by name
 
 
 # --------------------------------------------------------------------------- grading
