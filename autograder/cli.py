@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(status tampered when changed); each notebook runs in its own kernel under "
             "LAB_PROFILE=smoke with time and memory limits. Results are kept per student in "
             "DIR/.results/, so running the same command again after an interruption grades "
-            "only what is missing. A student with several notebooks is graded on the one named "
-            "<lab>.ipynb, else the newest (never another lab's while there is one of this lab)."
+            "only what is missing. A student with several notebooks is graded on one: never "
+            "another lab's while there is another, then one that reads and has a cell of the "
+            "lab, then the one named <lab>.ipynb, then the newest (README)."
         ),
     )
     grade.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION")

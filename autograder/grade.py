@@ -1117,19 +1117,19 @@ def _without_notebook(
     folders = [e for e in _entries(root) if e.is_dir() and not e.is_symlink()]
     if [f.name for f in folders] == ["submitted"] or (root / "submitted").is_dir():
         folders = [e for e in _entries(root / "submitted") if e.is_dir() and not e.is_symlink()]
+    held: dict[Path, list[str]] = {folder: [] for folder in folders}
+    for where, files in others.items():  # each listed folder, to the student folder above it
+        top = next((f for f in (where, *where.parents) if f in held), None)
+        if top is not None:
+            held[top] += [f"{where.relative_to(top) / name}".removeprefix("./") for name in files]
     refused = []
     for folder in sorted(folders):
         if folder.name in students:
             continue
-        names = sorted(
-            f"{where.relative_to(folder) / name}".removeprefix("./")
-            for where, files in others.items()
-            if where == folder or folder in where.parents
-            for name in files
-        )
-        held = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        names = sorted(held[folder])
+        listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
         why = (
-            f"no notebook in the submission (it holds {held or 'no file'}): a notebook "
+            f"no notebook in the submission (it holds {listed or 'no file'}): a notebook "
             "(.ipynb) is what is graded"
         )
         handle, listing = tempfile.mkstemp(prefix="no-notebook-", suffix=".txt", dir=scratch)
