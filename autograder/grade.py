@@ -879,16 +879,32 @@ def _entries(folder: Path) -> list[Path]:
     return [entry for entry in folder.iterdir() if not _skipped(entry.name)]
 
 
+# The folders of an nbgrader course (``submitted/`` holds the students).
+NBGRADER_FOLDERS = frozenset({"source", "release", "submitted", "autograded", "feedback"})
+
+
 def _unwrap(folder: Path) -> Path:
-    """``folder``, or the folder inside it when that is all it holds and it holds several
-    folders (a download's wrapper folder, nbgrader's ``submitted/``), repeatedly: where the
-    per-student folders start. A single student's folder is never entered."""
+    """Where the per-student folders start: ``folder``, or nbgrader's ``submitted/`` in it
+    when it is an nbgrader course folder (only ``NBGRADER_FOLDERS`` and files that are not
+    notebooks: ``source/``, ``release/`` ... hold no students), or the
+    folder inside it when that is all it holds besides files that are not submissions (a
+    download's wrapper folder, with an index file say) and it holds several folders,
+    repeatedly. A ``submitted/`` folder's own folders are students: never entered."""
     while True:
-        entries = _entries(folder)
+        if folder.name == "submitted":
+            return folder
+        entries = [
+            e for e in _entries(folder) if e.is_dir() or e.suffix.lower() in (".ipynb", ".zip")
+        ]
+        names = {e.name for e in entries if e.is_dir() and not e.is_symlink()}
+        if "submitted" in names and names <= NBGRADER_FOLDERS and all(e.is_dir() for e in entries):
+            return folder / "submitted"  # an nbgrader course folder
         if len(entries) != 1 or not entries[0].is_dir() or entries[0].is_symlink():
             return folder
-        inner = [e for e in _entries(entries[0]) if e.is_dir() and not e.is_symlink()]
-        if len(inner) < 2:
+        inner = _entries(entries[0])
+        if any(e.is_file() and e.suffix.lower() in (".ipynb", ".zip") for e in inner):
+            return folder  # a student's folder: their notebook is in it
+        if len([e for e in inner if e.is_dir() and not e.is_symlink()]) < 2:
             return folder
         folder = entries[0]
 
@@ -990,6 +1006,12 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
     found = []
     root = _unwrap(target)
     for out in sorted(times):
+        if out.suffix.lower() == ".zip":  # a student's own zip in a bulk download
+            named = f"{path}!{out.relative_to(target).as_posix()}"
+            for inner in _from_file(out, lab, root, scratch):
+                found.append(
+                    dataclasses.replace(inner, origin=inner.origin.replace(str(out), named, 1))
+                )
         if out.suffix.lower() != ".ipynb":
             continue
         student = _student_for(out, lab, root)
@@ -1014,7 +1036,8 @@ def _extract(
     others: dict[Path, list[str]] = {}  # the files not extracted, by folder (names only)
     made = path.stat().st_mtime  # for an entry whose date is not one (a zero DOS date)
     with zipfile.ZipFile(path) as archive:
-        wanted = [info for info in archive.infolist() if _extracted(info)]
+        # a bulk download's own zips are extracted too (each a student's); not a student's
+        wanted = [info for info in archive.infolist() if _extracted(info, zips=not owned)]
         for info in archive.infolist():  # the folders of every entry, so that a student's
             name = _zip_name(info)  # folder without a notebook is seen (_without_notebook)
             if name.is_absolute() or ".." in name.parts:
@@ -1022,7 +1045,7 @@ def _extract(
             parts = name.parts if info.is_dir() else name.parts[:-1]
             shown = next((i for i, part in enumerate(parts) if _skipped(part)), len(parts))
             (target / Path(*parts[:shown])).mkdir(parents=True, exist_ok=True)
-            if not info.is_dir() and not _extracted(info) and _inside(info):
+            if not info.is_dir() and not _extracted(info, zips=not owned) and _inside(info):
                 others.setdefault(target / name.parent, []).append(name.name)
         # Refused before anything is written, from the sizes the zip declares: zipfile reads
         # no entry past its declared size (a larger one ends in BadZipFile, a bad CRC). The
@@ -1061,13 +1084,21 @@ def _extract(
                 times[out] = datetime(*info.date_time).timestamp()
             except (ValueError, OverflowError):
                 times[out] = made
+            os.utime(out, (times[out], times[out]))  # a student's zip is dated by its time
     return times, others
 
 
 def _zip_name(info: zipfile.ZipInfo) -> Path:
     """A zip entry's name as a path: ``/`` separates folders, and so does ``\\`` in a name
-    without any ``/`` (zips written by some Windows tools)."""
+    without any ``/`` (zips written by some Windows tools). A name not flagged UTF-8 is
+    read as cp437, as the format says, unless its bytes are UTF-8 (tools that write UTF-8
+    without the flag: ``Jürgen``, not ``J├╝rgen``)."""
     name = info.filename
+    if not info.flag_bits & 0x800:
+        try:
+            name = name.encode("cp437").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
     if "/" not in name and "\\" in name:
         name = name.replace("\\", "/")
     return Path(name)
@@ -1082,22 +1113,24 @@ def _inside(info: zipfile.ZipInfo) -> bool:
     return not any(_skipped(part) for part in name.parts)
 
 
-def _extracted(info: zipfile.ZipInfo) -> bool:
-    """Whether a zip entry is extracted: notebooks and nbgrader's ``timestamp.txt``, inside
-    the zip's own folder, not in a folder a submission search skips."""
+def _extracted(info: zipfile.ZipInfo, zips: bool = False) -> bool:
+    """Whether a zip entry is extracted: notebooks, nbgrader's ``timestamp.txt`` and, with
+    ``zips``, zips, inside the zip's own folder, not in a folder a submission search skips."""
     name = _zip_name(info)
     if info.is_dir() or not _inside(info):
         return False
-    return name.suffix.lower() == ".ipynb" or name.name == "timestamp.txt"
+    suffixes = (".ipynb", ".zip") if zips else (".ipynb",)
+    return name.suffix.lower() in suffixes or name.name == "timestamp.txt"
 
 
 def _files_by_folder(root: Path) -> dict[Path, list[str]]:
-    """The names of the files under ``root`` that are not submissions, by folder."""
+    """The names of the files under ``root`` that are not notebooks, by folder (a zip among
+    them: one that gave no notebook, when its folder is listed)."""
     found: dict[Path, list[str]] = {}
     for path in sorted(root.rglob("*")):
         if any(_skipped(part) for part in path.relative_to(root).parts):
             continue
-        if path.is_file() and path.suffix.lower() not in (".ipynb", ".zip"):
+        if path.is_file() and path.suffix.lower() != ".ipynb":
             found.setdefault(path.parent, []).append(path.name)
     return found
 
@@ -1109,14 +1142,19 @@ def _without_notebook(
     others: dict[Path, list[str]],
     origin: str = "",
 ) -> list[Submission]:
-    """A refused submission for each student folder directly in ``root`` (or in nbgrader's
-    ``submitted/`` there) that holds no notebook: a PDF, a script, an empty folder. So the
+    """A refused submission for each student folder directly in ``root`` (``_unwrap``'s) that
+    holds no notebook: a PDF, a script, an empty folder. So the
     student gets a row saying what they handed in, instead of no row at all. ``others``:
     the names of the files that are not notebooks, by folder."""
     students = {s.student for s in found}
-    folders = [e for e in _entries(root) if e.is_dir() and not e.is_symlink()]
-    if [f.name for f in folders] == ["submitted"] or (root / "submitted").is_dir():
-        folders = [e for e in _entries(root / "submitted") if e.is_dir() and not e.is_symlink()]
+    folders = []
+    for entry in _entries(root):
+        if not entry.is_dir() or entry.is_symlink():
+            continue
+        if entry.name == "submitted":  # nbgrader's, beside loose notebooks: its students
+            folders += [e for e in _entries(entry) if e.is_dir() and not e.is_symlink()]
+        else:
+            folders.append(entry)
     held: dict[Path, list[str]] = {folder: [] for folder in folders}
     for where, files in others.items():  # each listed folder, to the student folder above it
         top = next((f for f in (where, *where.parents) if f in held), None)

@@ -322,6 +322,49 @@ def test_a_damaged_zip_stops_the_run_saying_so_and_a_students_is_theirs(tmp_path
     assert set(found) == {"ann", "cy"} and "zip is damaged" in found["cy"].refused
 
 
+def test_bulk_zips_as_lms_and_tools_write_them(tmp_path):
+    """A bulk zip holding a student's own zip (graded as that student's), names separated by
+    backslashes, a name in UTF-8 without the flag, a wrapper folder beside an index file; and
+    a folder given as nbgrader's submitted/ with one student holding two labs."""
+    notebook = nbformat.writes(answered()).encode()
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as bundle:
+        bundle.writestr("work/toy.ipynb", notebook)
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("download/index.html", b"<html></html>")
+        bundle.writestr("download/carol/carol.zip", inner.getvalue())
+        bundle.writestr("download\\dan\\toy.ipynb", notebook)  # no / at all: Windows
+        bundle.writestr("download/bob/toy.ipynb", notebook)
+        bundle.writestr(zipfile.ZipInfo("download/J\u00fcrgen/toy.ipynb"), notebook)
+    raw = bytearray(archive.read_bytes())  # the UTF-8 flag cleared (bit 11), as some tools do
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = raw.find(signature)
+        while at != -1:
+            raw[at + offset + 1] &= ~0x08 & 0xFF
+            at = raw.find(signature, at + 4)
+    archive.write_bytes(bytes(raw))
+    with zipfile.ZipFile(archive) as bundle:  # read as cp437: garbled
+        assert "download/J\u251c\u255drgen/toy.ipynb" in bundle.namelist()
+    (tmp_path / "scratch").mkdir()
+    found = {s.student: s for s in discover([archive], "toy", tmp_path / "scratch")}
+    assert not any(s.refused for s in found.values()), found
+    assert {"carol", "bob", "J\u00fcrgen"} <= set(found)
+    assert found["carol"].origin == f"{archive}!download/carol/carol.zip!work/toy.ipynb"
+    windows = tmp_path / "win.zip"
+    with zipfile.ZipFile(windows, "w") as bundle:
+        bundle.writestr("dan\\toy.ipynb", notebook)
+        bundle.writestr("eve\\toy.ipynb", notebook)
+    assert sorted(s.student for s in discover([windows], "toy", tmp_path / "scratch")) == [
+        "dan",
+        "eve",
+    ]
+    submitted = tmp_path / "submitted"
+    write(submitted / "alice" / "toy", "toy.ipynb", answered())
+    write(submitted / "alice" / "other", "other.ipynb", answered())
+    assert {s.student for s in discover([submitted], "toy", tmp_path / "scratch")} == {"alice"}
+
+
 def test_a_students_zip_that_cannot_be_stored_here_is_theirs_not_the_batchs(tmp_path):
     """A student's zip holding a name that is both a file and a folder, a name too long for
     the file system, or a name flagged UTF-8 that is not: that student is unreadable, saying
