@@ -996,7 +996,7 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
         zipfile.BadZipFile,
         zlib.error,
         EOFError,
-        NotImplementedError,
+        RuntimeError,
     ) as e:
         raise UsageError(
             f"{path}: cannot be read as a zip of notebooks ({type(e).__name__}: {e}); it is "
@@ -1019,8 +1019,9 @@ def _from_zip(path: Path, lab: str, scratch: Path, owned: bool = False) -> list[
         found.append(Submission(student, out, origin, _timestamp(out, times[out])))
     if owned:
         return found
-    for folder in list(others):  # a student's folder holding only an nbgrader timestamp
-        others[folder] += [p.name for p in times if p.parent == folder and p.suffix != ".ipynb"]
+    for out in times:  # what was extracted and is not a notebook: a timestamp, a zip
+        if out.suffix.lower() != ".ipynb":
+            others.setdefault(out.parent, []).append(out.name)
     return found + _without_notebook(root, found, scratch, others, origin=f"{path}!")
 
 
