@@ -578,8 +578,7 @@ def _written(args: argparse.Namespace, course: Course) -> int:
     from autograder.written import WrittenError, write_pages
 
     try:
-        select_results(args.out, args.lab)
-        done = write_pages(args.out, course, args.lab)
+        done = write_pages(args.out, course, select_results(args.out, args.lab))
     except (NoResults, WrittenError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -82,13 +82,14 @@ class CellRun:
     evalue: str = ""
     traceback: list[str] = field(default_factory=list)
     exit_code: int | None = None  # a dead kernel's exit status, when known (``exit_status``)
-    exit_signal: int | None = None  # the signal that ended it, when it was one
 
     @property
     def maybe_memory(self) -> bool:
         """Whether a dead kernel may have run out of memory: killed or crashed by a signal,
         or ended in a way not known (not an exit status of its own: ``os._exit``)."""
-        return self.status == "dead" and (self.exit_code is None or self.exit_signal is not None)
+        if self.status != "dead":
+            return False
+        return self.exit_code is None or ending_signal(self.exit_code) is not None
 
     @property
     def passed(self) -> bool:
@@ -563,8 +564,7 @@ async def _run_cell(
         seconds = time.monotonic() - began
         code = await asyncio.to_thread(exit_status, client.km)
         why = "the kernel died while running this cell: " + how_it_ended(code)
-        run = CellRun("dead", seconds, "DeadKernelError", why)
-        run.exit_code, run.exit_signal = code, ending_signal(code)
+        run = CellRun("dead", seconds, "DeadKernelError", why, exit_code=code)
         return run, (f"{why}; later cells were not run", "error")
     seconds = time.monotonic() - began
     content = (replies.pop(index, None) or {}).get("content", {})

@@ -82,6 +82,7 @@ from autograder.notebooks import (
     Restored,
     Unreadable,
     cell_kind,
+    grade_ids,
     hidden_lines,
     is_blank,
     nbgrader_meta,
@@ -589,7 +590,7 @@ def grade_submission(
         notebook = read_submission(data)
     except Unreadable as why:
         return unreadable(str(why), sha256(data))
-    submitted_ids = {str(meta["grade_id"]) for meta in map(nbgrader_meta, notebook.cells) if meta}
+    submitted_ids = grade_ids(notebook)
     if not submitted_ids & set(lab.by_id):
         why = f"none of the cells of {lab.name} are in this notebook: is it the right lab?"
         return unreadable(why, sha256(data))
@@ -1265,7 +1266,7 @@ def _lab_cells(submission: Submission) -> set[str] | None:
         notebook = read_submission(submission.path.read_bytes())
     except (OSError, Unreadable):
         return None
-    return {str(meta["grade_id"]) for meta in map(nbgrader_meta, notebook.cells) if meta}
+    return grade_ids(notebook)
 
 
 def _has_a_cell_of(submission: Submission, lab_ids: set[str]) -> bool:

@@ -111,6 +111,11 @@ def nbgrader_meta(cell: dict) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("grade_id") else None
 
 
+def grade_ids(notebook: NotebookNode) -> set[str]:
+    """The grade_ids of a notebook's nbgrader cells."""
+    return {str(meta["grade_id"]) for meta in map(nbgrader_meta, notebook.cells) if meta}
+
+
 def cell_kind(cell: dict) -> str | None:
     """The nbgrader kind of a cell (see the module docstring), or None for a plain cell."""
     meta = nbgrader_meta(cell)

@@ -13,15 +13,21 @@ from pathlib import Path
 
 from autograder.course import Course
 from autograder.execute import Limits
-from autograder.grade import GRADING_ENV, failure_message, runs_before, workspace
+from autograder.grade import (
+    GRADING_ENV,
+    failure_message,
+    runs_before,
+    workspace,
+    written_answers,
+)
 from autograder.notebooks import (
     TEXT_STUB,
     Unreadable,
+    grade_ids,
     is_blank,
     nbgrader_meta,
     read_submission,
     restore,
-    source_text,
 )
 from autograder.report import number
 
@@ -53,8 +59,7 @@ def validate(
         notebook = read_submission(data)
     except Unreadable as why:
         return Validation(None, [f"{path.name} cannot be graded: {why}."])
-    grade_ids = {str(m["grade_id"]) for m in map(nbgrader_meta, notebook.cells) if m}
-    lab = lab or course.infer_lab(grade_ids, path.stem)
+    lab = lab or course.infer_lab(grade_ids(notebook), path.stem)
     if lab is None:
         labs = ", ".join(course.checkable_labs()) or "none"
         return Validation(None, [f"{path.name}: which lab is this? Pass --lab (labs: {labs})."])
@@ -84,14 +89,13 @@ def validate(
         for q in spec.questions
         if q.kind != "manual" and q.grade_id in positions
     )
+    answers = written_answers(spec, notebook)  # as grading keeps them (None: no cell)
     passed_points = total_points = 0.0
     passed_cells = total_cells = 0
     for question in spec.questions:
         points = f"{number(question.points)} point{'s' if question.points != 1 else ''}"
         if question.kind == "manual":
-            position = positions.get(question.grade_id)
-            answer = execution.notebook.cells[position] if position is not None else {}
-            blank = is_blank(source_text(answer))
+            blank = is_blank(answers.get(question.grade_id) or "")
             result.lines.append(
                 f"  WRITTEN  {question.grade_id} ({points}): graded by a person"
                 + (f" - not answered yet (still {TEXT_STUB!r} or empty)" if blank else "")

@@ -39,7 +39,7 @@ import math
 from pathlib import Path
 
 from autograder.course import Course
-from autograder.grade import STATUS_ORDER, load_results, safe_name
+from autograder.grade import STATUS_ORDER, safe_name
 from autograder.notebooks import (
     SOLUTION_BEGIN,
     SOLUTION_END,
@@ -86,14 +86,6 @@ def _reference(source: str) -> str:
     return "\n".join(kept).strip()
 
 
-def _lab_results(out: Path, lab: str | None) -> dict[str, list[dict]]:
-    by_lab: dict[str, list[dict]] = {}
-    for result in load_results(Path(out)):
-        if lab is None or result["lab"] == lab:
-            by_lab.setdefault(result["lab"], []).append(result)
-    return by_lab
-
-
 def _read_rows(path: Path) -> list[dict]:
     """The rows of a scores file (``WrittenError`` when it is not one)."""
     try:
@@ -119,14 +111,17 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def write_pages(out: Path, course: Course, lab: str | None = None) -> list[tuple[str, Path, int]]:
-    """Write the pages and the scores file of each lab graded into ``out`` (only ``lab``'s
-    when given). Returns (lab, scores file, rows added) per lab. ``WrittenError`` when an
-    existing scores file cannot be read (it is then left as it is)."""
+def write_pages(out: Path, course: Course, results: list[dict]) -> list[tuple[str, Path, int]]:
+    """Write the pages and the scores file of each lab of ``results`` (the results graded
+    into ``out``: ``export.select_results``). Returns (lab, scores file, rows added) per lab.
+    ``WrittenError`` when an existing scores file cannot be read (it is then left as it is)."""
     from autograder.report import _write_text_atomic, number
 
+    by_lab: dict[str, list[dict]] = {}
+    for result in results:
+        by_lab.setdefault(result["lab"], []).append(result)
     done = []
-    for name, results in sorted(_lab_results(out, lab).items()):
+    for name, results in sorted(by_lab.items()):
         spec = course.spec(name)
         questions = [q for q in spec.questions if q.kind == "manual"]
         if not questions:

@@ -4,8 +4,9 @@ The dense checkpoint is state-dict compatible with the public MIT 6.5940 file
 ``vgg.cifar.pretrained.pth``: ``{"state_dict": {...}}`` with keys ``backbone.conv{i}.weight``,
 ``backbone.bn{i}.*`` and ``classifier.*``. It lives in ``data_dir()`` (``LAB_DATA``, default
 ``data/``); when missing it is downloaded (from ``LAB_CHECKPOINT_URL`` when set, then from
-``MIRRORS``) and checked key by key and shape by shape before it is put in place. Under the smoke profile no checkpoint is needed: a small VGG
-is trained on synthetic data in a few seconds and cached as ``data_dir()/smoke-vgg.pth``.
+``MIRRORS``) and checked key by key and shape by shape before it is put in place. Under the
+smoke profile no checkpoint is needed: a small VGG is trained on synthetic data in a few
+seconds and cached as ``data_dir()/smoke-vgg.pth``.
 """
 
 from __future__ import annotations
