@@ -266,8 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
             "like the CSV column, its output the grader's message (never hidden test source), "
             "and a top-level score equal to the sum of the tests. Written answers (status "
             "manual) are included with score 0 and their full max_score, so the maximum "
-            "matches totals.csv; their output says that a person grades them. Exit 2 when DIR "
-            "holds no results."
+            "matches totals.csv; their output says that a person grades them. Scores a person "
+            "gave the written answers in DIR/written/<lab>/scores.csv (see `written`) are "
+            "added, and the score table at the top of each student's feedback page is "
+            "rewritten with them. Exit 2 when DIR holds no results or a scores file has a "
+            "score that is not one."
         ),
     )
     export.add_argument(
@@ -597,7 +600,7 @@ def _export(args: argparse.Namespace) -> int:
     from autograder.written import WrittenError
 
     try:
-        written = export(
+        written, no_page = export(
             args.out, args.format, lab=args.lab, to=args.to, visibility=args.visibility
         )
     except (NoResults, WrittenError) as error:
@@ -607,4 +610,11 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote {written[0]}")
     else:
         print(f"wrote {len(written)} results.json under {written[0].parent.parent}/")
+    print(f"feedback pages under {args.out / 'feedback'}/: score tables brought up to date")
+    if no_page:
+        print(
+            f"no feedback page to bring up to date for {len(no_page)} "
+            f"student{'s' if len(no_page) != 1 else ''}: "
+            f"{', '.join(no_page[:10])}{' ...' if len(no_page) > 10 else ''}"
+        )
     return 0

@@ -17,19 +17,20 @@
 Both formats add the scores a person gave the written answers in
 ``DIR/written/<lab>/scores.csv`` (``python -m autograder written``; see
 ``autograder.written``): such a cell scores as given, with status ``ok``, and the totals
-follow. ``grades.csv`` and ``totals.csv`` in DIR itself keep them at 0.
+follow. ``grades.csv`` and ``totals.csv`` in DIR itself keep them at 0. The score table at
+the top of each student's feedback page (``DIR/feedback/<student>/<lab>.html``) is rewritten
+with the same scores and comments, so the pages handed back to students show them too.
 
 The stored messages never show hidden test source, so they are exported as they are.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
-from autograder.grade import STATUS_ORDER, load_results, safe_name
+from autograder.grade import STATUS_ORDER, feedback_path, load_results, safe_name
+from autograder.tables import csv_text, number, write_text_atomic
 
 FORMATS = ("csv", "gradescope")
 # Gradescope's visibility settings, for tests and for the whole result.
@@ -76,7 +77,6 @@ def _questions(results: list[dict]) -> dict[str, list[str]]:
 
 def csv_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The wide table: a header and one row per student (see the module doc)."""
-    from autograder.report import number  # nbconvert is slow to import; the CLI imports us
 
     questions = _questions(results)
     several = len(questions) > 1
@@ -108,7 +108,6 @@ def gradescope_result(
     """One student's ``results.json`` from their results (one per lab). ``written``: include
     the written answers as tests scoring 0 (``export``); without (the Gradescope autograder,
     where they are graded as Gradescope's own manual questions) the output names them."""
-    from autograder.report import number
 
     tests, summary = [], []
     for result in sorted(results, key=lambda r: r["lab"]):
@@ -148,14 +147,28 @@ def gradescope_result(
     }
 
 
+def refresh_feedback(out: Path, results: list[dict]) -> list[str]:
+    """Rewrite the score table of each result's feedback page with the result (as
+    ``with_hand_scores`` made it); returns the students whose page is missing or has no
+    table (left as they are)."""
+    from autograder.report import refresh_summary
+
+    missing = []
+    for result in results:
+        if not refresh_summary(feedback_path(Path(out), result["student"], result["lab"]), result):
+            missing.append(result["student"])
+    return missing
+
+
 def export(
     out: Path,
     fmt: str = "csv",
     lab: str | None = None,
     to: Path | None = None,
     visibility: str = "visible",
-) -> list[Path]:
-    """Write the export of ``out``'s results; returns the files written.
+) -> tuple[list[Path], list[str]]:
+    """Write the export of ``out``'s results and refresh the feedback pages' score tables;
+    returns the files written and the students whose feedback page was not found.
 
     Args:
         out: the folder ``grade --out`` wrote.
@@ -174,18 +187,19 @@ def export(
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if visibility not in VISIBILITIES:
         raise ValueError(f"unknown visibility {visibility!r}")
-    from autograder.report import _write_text_atomic
     from autograder.written import with_hand_scores
 
     results = with_hand_scores(out, select_results(out, lab))
+    files = _write(out, fmt, results, to, visibility)
+    return files, refresh_feedback(out, results)
+
+
+def _write(
+    out: Path, fmt: str, results: list[dict], to: Path | None, visibility: str
+) -> list[Path]:
     if fmt == "csv":
         path = Path(to) if to is not None else Path(out) / "export" / "grades.csv"
-        header, rows = csv_table(results)
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        _write_text_atomic(path, text.getvalue())
+        write_text_atomic(path, csv_text(*csv_table(results)))
         return [path]
     folder = Path(to) if to is not None else Path(out) / "export" / "gradescope"
     several = len({r["lab"] for r in results}) > 1
@@ -196,6 +210,6 @@ def export(
     for student in sorted(by_student):
         path = folder / safe_name(student) / "results.json"
         value = gradescope_result(by_student[student], several, visibility)
-        _write_text_atomic(path, json.dumps(value, indent=1) + "\n")
+        write_text_atomic(path, json.dumps(value, indent=1) + "\n")
         written.append(path)
     return written

@@ -1480,7 +1480,7 @@ def grade_batch(
     """Grade every submission found in ``inputs`` (files, folders, zips, or submissions found
     already) into ``out`` (resumable; see module doc). ``check``: refuse a batch that is
     mostly another lab's notebooks (``check_lab``)."""
-    from autograder import report
+    from autograder import tables
 
     out = Path(out)
     inputs = [p if isinstance(p, Submission) else Path(p) for p in inputs]
@@ -1553,7 +1553,7 @@ def grade_batch(
                 bar.close()
             forking.close_all()  # this process's judge templates (workers end theirs on exit)
         batch.results = load_results(out)
-        report.write_csvs(out, batch.results)
+        tables.write_csvs(out, batch.results)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         lock.close()

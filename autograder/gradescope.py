@@ -222,7 +222,7 @@ def run(root: Path, log=print) -> dict:
     from autograder import forking
     from autograder.export import gradescope_result
     from autograder.grade import Settings, discover, grade_batch
-    from autograder.report import _write_text_atomic
+    from autograder.tables import write_text_atomic
 
     config = json.loads((root / "source" / CONFIG).read_text())
     lab, visibility = config["lab"], config.get("visibility", "visible")
@@ -256,7 +256,7 @@ def run(root: Path, log=print) -> dict:
                 f"notebook: {type(error).__name__}: {error}). Tell your instructor.",
                 visibility,
             )
-        _write_text_atomic(results, json.dumps(value, indent=1) + "\n")
+        write_text_atomic(results, json.dumps(value, indent=1) + "\n")
         return value
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -1,15 +1,12 @@
-"""Grade tables (``grades.csv``, ``totals.csv``) and per-student HTML feedback."""
+"""Per-student HTML feedback pages (the grade tables are ``autograder.tables``)."""
 
 from __future__ import annotations
 
 import copy
-import csv
 import html
-import io
 import os
 import select
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,60 +17,7 @@ from nbformat import v4
 
 from autograder.execute import Execution
 from autograder.notebooks import Lab, Restored, cell_kind, nbgrader_meta, strip_hidden
-
-GRADE_COLUMNS = ("student", "lab", "question", "score", "max_score", "status")
-TOTAL_COLUMNS = ("student", "lab", "score", "max_score", "status")
-
-
-def number(value: float) -> str:
-    """A score as the CSV shows it: ``3`` rather than ``3.0``, else up to 3 decimals."""
-    value = round(float(value), 3)
-    return str(int(value)) if value == int(value) else f"{value:g}"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-        stream.write(text)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-
-
-def write_csvs(out: Path, results: list[dict]) -> None:
-    """Write ``grades.csv`` (one row per question per student) and ``totals.csv``."""
-    results = sorted(results, key=lambda r: (r["student"], r["lab"]))
-    grades, totals = io.StringIO(), io.StringIO()
-    grade_writer = csv.writer(grades, lineterminator="\n")
-    total_writer = csv.writer(totals, lineterminator="\n")
-    grade_writer.writerow(GRADE_COLUMNS)
-    total_writer.writerow(TOTAL_COLUMNS)
-    for result in results:
-        for row in result["rows"]:
-            grade_writer.writerow(
-                [
-                    result["student"],
-                    result["lab"],
-                    row["question"],
-                    number(row["score"]),
-                    number(row["max_score"]),
-                    row["status"],
-                ]
-            )
-        total_writer.writerow(
-            [
-                result["student"],
-                result["lab"],
-                number(result["score"]),
-                number(result["max_score"]),
-                result["status"],
-            ]
-        )
-    _write_text_atomic(Path(out) / "grades.csv", grades.getvalue())
-    _write_text_atomic(Path(out) / "totals.csv", totals.getvalue())
-
-
-# --------------------------------------------------------------------------- feedback
+from autograder.tables import number, write_text_atomic
 
 _STYLE = """
 <style>
@@ -87,9 +31,12 @@ _STYLE = """
 """
 
 
+SUMMARY_START = '<div class="autograder-summary">'  # the score table's div holds no other div
+
+
 def _summary_html(result: dict) -> str:
     lines = [
-        '<div class="autograder-summary">',
+        SUMMARY_START,
         f"<h1>Feedback: {html.escape(result['lab'])}</h1>",
         f"<p>Student: <b>{html.escape(result['student'])}</b> &middot; score "
         f"<b>{number(result['score'])} / {number(result['max_score'])}</b> &middot; status "
@@ -133,7 +80,18 @@ def feedback_notebook(result: dict, lab: Lab, execution: Execution) -> object:
         cells.append(cell)
         meta = nbgrader_meta(cell)
         row = rows.get(str(meta["grade_id"])) if meta else None
-        if row is not None:
+        if row is not None and row["status"] == "manual":
+            # scored later by a person: the table at the top is the one ``export`` refreshes
+            points = number(row["max_score"])
+            cells.append(
+                v4.new_markdown_cell(
+                    _escape_markdown(
+                        f"**{row['question']}** (written answer, {points} points): graded by "
+                        "a person; the table at the top of this page shows its score."
+                    )
+                )
+            )
+        elif row is not None:
             verdict = (
                 f"**{row['question']}: {number(row['score'])} / {number(row['max_score'])}** "
                 f"({row['status']}): {row['message']}"
@@ -225,7 +183,29 @@ def write_feedback(
     else:
         marker = body.find(">", body.find("<body")) + 1
         page = body[:marker] + _STYLE + summary + body[marker:]
-    _write_text_atomic(Path(path), page)
+    write_text_atomic(Path(path), page)
+
+
+def refresh_summary(path: Path, result: dict) -> bool:
+    """Replace the score table at the top of a feedback page ``write_feedback`` wrote with
+    ``result``'s (``export`` does, with the scores a person gave the written answers). The
+    page's cells are kept as they are. False, and nothing written, when there is no page or
+    it has no table."""
+    try:
+        page = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    # the table is the first thing after <body>, before any of the student's cells, and
+    # holds no <div> of its own (its texts are escaped), so its end is the next </div>
+    body = page.find("<body")
+    start = page.find(SUMMARY_START, body) if body >= 0 else -1
+    end = page.find("</div>", start) if start >= 0 else -1
+    if end < 0:
+        return False
+    fresh = page[:start] + _summary_html(result) + page[end + len("</div>") :]
+    if fresh != page:
+        write_text_atomic(Path(path), fresh)
+    return True
 
 
 def _convert(notebook) -> tuple[str | None, str]:

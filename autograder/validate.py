@@ -29,7 +29,7 @@ from autograder.notebooks import (
     read_submission,
     restore,
 )
-from autograder.report import number
+from autograder.tables import number
 
 
 @dataclass

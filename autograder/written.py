@@ -25,8 +25,10 @@ cells; an empty score stays ``manual``. A score that is not a number from 0 to t
 points, a line with more fields than the header (an unquoted comma) or a score for a
 student and question with no written answer waiting (an id a spreadsheet changed) stops
 ``export`` (``WrittenError``, exit 2) naming the file and line: a score is never dropped
-without a word. ``grade``'s own
-``grades.csv`` and ``totals.csv`` keep written answers at 0: waiting for a person.
+without a word. ``export`` also
+rewrites the score table of each student's feedback page with them
+(``export.refresh_feedback``). ``grade``'s own ``grades.csv`` and ``totals.csv`` keep written
+answers at 0: waiting for a person.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from autograder.notebooks import (
     marked_regions,
     source_text,
 )
+from autograder.tables import csv_text, from_spreadsheet, number, write_text_atomic
 
 SCORES_COLUMNS = ["student", "question", "max_score", "score", "comment"]
 NO_ANSWER = "no answer"
@@ -105,7 +108,7 @@ def _read_rows(path: Path) -> list[dict]:
                 f"{path}:{line}: more fields than the first line names (an unquoted comma? "
                 "write 0.5, not 0,5, and put a comment holding a comma in double quotes)"
             )
-        values = {key.strip(): value or "" for key, value in row.items()}
+        values = {key.strip(): from_spreadsheet(value or "") for key, value in row.items()}
         # the student id as written (it may end in a space); the rest without spaces
         rows.append({k: v if k == "student" else v.strip() for k, v in values.items()})
     return rows
@@ -115,8 +118,6 @@ def write_pages(out: Path, course: Course, results: list[dict]) -> list[tuple[st
     """Write the pages and the scores file of each lab of ``results`` (the results graded
     into ``out``: ``export.select_results``). Returns (lab, scores file, rows added) per lab.
     ``WrittenError`` when an existing scores file cannot be read (it is then left as it is)."""
-    from autograder.report import _write_text_atomic, number
-
     by_lab: dict[str, list[dict]] = {}
     for result in results:
         by_lab.setdefault(result["lab"], []).append(result)
@@ -155,24 +156,21 @@ def write_pages(out: Path, course: Course, results: list[dict]) -> list[tuple[st
                 added += 1
         order = {q.grade_id: i for i, q in enumerate(questions)}
         rows.sort(key=lambda r: (order.get(r["question"], len(order)), r["student"]))
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=SCORES_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        _write_text_atomic(path, text.getvalue())
+        table = [[row[column] for column in SCORES_COLUMNS] for row in rows]
+        write_text_atomic(path, csv_text(SCORES_COLUMNS, table))
         scored = {(r["student"], r["question"]) for r in rows if r["score"]}
         index = []
         for question in questions:
             page = folder / f"{safe_name(question.grade_id)}.html"
             blank = sum(_answer(r, question.grade_id)[0] == BLANK for r in results)
             marked = sum((r["student"], question.grade_id) in scored for r in results)
-            _write_text_atomic(page, _question_page(spec, question, results))
+            write_text_atomic(page, _question_page(spec, question, results))
             index.append(
                 f"<tr><td><a href='{html.escape(page.name)}'>{html.escape(question.grade_id)}"
                 f"</a></td><td>{number(question.points)}</td><td>{len(results)}</td>"
                 f"<td>{blank}</td><td>{marked}</td></tr>"
             )
-        _write_text_atomic(
+        write_text_atomic(
             folder / "index.html",
             f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(name)}: "
             f"written answers</title>{_STYLE}</head><body><h1>{html.escape(name)}: written "
@@ -210,8 +208,6 @@ def _automatic(row: dict) -> bool:
 
 
 def _question_page(lab: Lab, question, results: list[dict]) -> str:
-    from autograder.report import number
-
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(lab.name)}: "
         f"{html.escape(question.grade_id)}</title>{_STYLE}</head><body>",

@@ -25,7 +25,7 @@ from autograder.course import Course
 from autograder.execute import Limits
 from autograder.export import VISIBILITIES
 from autograder.grade import Settings, grade_batch, load_results, results_dir, write_json_atomic
-from autograder.report import write_csvs
+from autograder.tables import write_csvs
 
 LIMITS = Limits(cell_timeout=8, notebook_timeout=60, memory_mb=4096, threads=1)
 OTHER_LAB = "toy_copy"  # the second lab, derived from the toy's real results

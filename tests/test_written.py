@@ -73,6 +73,17 @@ def write_scores(out: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def score_the_solution(out: Path, comment: str) -> list[dict]:
+    """Run ``written``, then give the solution's answer 0.5 and ``comment``; the rows."""
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
+    rows = score_rows(out)
+    for row in rows:
+        if row["student"] == "solution":
+            row["score"], row["comment"] = "0.5", comment
+    write_scores(out, rows)
+    return rows
+
+
 def test_grade_keeps_each_students_written_answer(graded):
     answers = {r["student"]: r.get("answers") for r in load_results(graded)}
     assert answers["solution"] == {QUESTION: cell_by_id(answered(), QUESTION).source}
@@ -105,12 +116,7 @@ def test_written_lays_out_each_question_and_a_scores_file(graded, tmp_path, caps
 
 def test_export_adds_the_scores_typed_in_and_refuses_a_wrong_one(graded, tmp_path, capsys):
     out = fresh_copy(graded, tmp_path)
-    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
-    rows = score_rows(out)
-    for row in rows:
-        if row["student"] == "solution":
-            row["score"], row["comment"] = "0.5", "right, but say why the signs cancel"
-    write_scores(out, rows)
+    rows = score_the_solution(out, "right, but say why the signs cancel")
     assert cli.main(["export", "--out", str(out)]) == 0
     totals = {r["student"]: r for r in read_csv(out / "totals.csv")}  # grade's: unchanged
     table = {r["student"]: r for r in read_csv(out / "export" / "grades.csv")}
@@ -226,3 +232,83 @@ def test_the_placeholder_is_nbgraders():
     """A blank answer is the release's text stub: the one nbgrader_config.py sets."""
     config = (COURSE_ROOT / "nbgrader_config.py").read_text()
     assert f'c.ClearSolutions.text_stub = "{TEXT_STUB}"' in config
+
+
+def test_export_puts_the_hand_scores_on_the_feedback_pages(graded, tmp_path, capsys):
+    """The score table at the top of each feedback page is rewritten with the scores and
+    comments a person gave (escaped); the student's cells below it are left as they were, and
+    taking a score back restores the page as ``grade`` wrote it."""
+    out = fresh_copy(graded, tmp_path)
+    page = out / "feedback" / "solution" / "toy.html"
+    before = page.read_text()
+    table_end = before.index("</table>")
+    assert "graded by a person; the table at the top of this page shows its score" in before
+    rows = score_the_solution(out, "<b>say why</b> the signs cancel")
+    (out / "feedback" / "html" / "toy.html").unlink()
+    assert cli.main(["export", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "score tables brought up to date" in said
+    assert "no feedback page to bring up to date for 1 student: html" in said
+    after = page.read_text()
+    total = {r["student"]: r for r in read_csv(out / "export" / "grades.csv")}["solution"]
+    assert f"score <b>{total['toy total']} / " in after
+    assert "graded by hand: &lt;b&gt;say why&lt;/b&gt; the signs cancel" in after
+    assert "<b>say why" not in after
+    cells_before = before[before.index("</div>", table_end) :]
+    assert after[after.index("</div>", after.index("</table>")) :] == cells_before
+    write_scores(out, [{**row, "score": ""} for row in rows])
+    assert cli.main(["export", "--out", str(out)]) == 0
+    assert page.read_text() == before
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_written_as_text(tmp_path, capsys):
+    """A student id that starts like a formula (it comes from a file name) is written with a
+    leading ' in every CSV (grades.csv, totals.csv, scores.csv, the export), and a scores file
+    holding it, edited in a spreadsheet, still matches the student."""
+    out = tmp_path / "out"
+    students = ["=SUM(1,2)", "+1", "-x", "@me", "ann"]
+    for student in students:
+        answer = "" if student == "ann" else "Signs cancel."
+        result = {
+            "version": grade.RESULT_VERSION,
+            "student": student,
+            "lab": "toy",
+            "status": "manual",
+            "score": 0,
+            "max_score": 1,
+            "changes": {},
+            "answers": {QUESTION: answer},
+            "rows": [
+                {
+                    "question": QUESTION,
+                    "score": 0,
+                    "max_score": 1,
+                    "status": "manual",
+                    "message": "",
+                }
+            ],
+        }
+        grade.write_json_atomic(
+            grade.results_dir(out, "toy") / f"{grade.safe_name(student)}.json", result
+        )
+    from autograder.tables import write_csvs
+
+    write_csvs(out, load_results(out))
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
+    rows = score_rows(out)
+    for row in rows:
+        row["score"] = "1"
+    write_scores(out, rows)  # as a spreadsheet saves it: the ' kept
+    assert cli.main(["export", "--out", str(out)]) == 0
+    for path in (
+        out / "grades.csv",
+        out / "totals.csv",
+        scores_path(out, "toy"),
+        out / "export" / "grades.csv",
+    ):
+        cells = [cell for line in csv.reader(path.open()) for cell in line]
+        assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")], path
+        ids = {cell for cell in cells if cell.lstrip("'") in students}
+        assert ids == {"'" + s if s != "ann" else s for s in students}, path
+    table = {r["student"]: r for r in read_csv(out / "export" / "grades.csv")}
+    assert {table[f"'{s}"][QUESTION] for s in students if s != "ann"} == {"1"}

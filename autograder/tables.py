@@ -1,0 +1,86 @@
+"""The grader's CSV tables and files: scores as the tables show them, cells a spreadsheet
+cannot take for formulas, files replaced whole (a reader never sees half a file).
+
+Light to import (no nbconvert): the command line, ``export`` and ``written`` use it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+GRADE_COLUMNS = ("student", "lab", "question", "score", "max_score", "status")
+TOTAL_COLUMNS = ("student", "lab", "score", "max_score", "status")
+
+
+def number(value: float) -> str:
+    """A score as the CSV shows it: ``3`` rather than ``3.0``, else up to 3 decimals."""
+    value = round(float(value), 3)
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+# A CSV cell starting with one of these is a formula to a spreadsheet (CSV injection): a
+# student id taken from a file name such as "=HYPERLINK(...).ipynb" would run in Excel.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> str:
+    """A CSV cell as written: text starting like a formula gets a leading ``'``, which
+    spreadsheets show as text (OWASP's advice on CSV injection); ``from_spreadsheet`` undoes
+    it."""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def from_spreadsheet(text: str) -> str:
+    """A CSV cell as read back (the inverse of ``spreadsheet_safe``)."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_START) else text
+
+
+def csv_text(header: list[str] | tuple[str, ...], rows) -> str:
+    """A CSV file's text: the header, then the rows, every cell ``spreadsheet_safe``."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    for row in [header, *rows]:
+        writer.writerow([spreadsheet_safe(value) for value in row])
+    return text.getvalue()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+        stream.write(text)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
+def write_csvs(out: Path, results: list[dict]) -> None:
+    """Write ``grades.csv`` (one row per question per student) and ``totals.csv``."""
+    results = sorted(results, key=lambda r: (r["student"], r["lab"]))
+    grades = [
+        [
+            result["student"],
+            result["lab"],
+            row["question"],
+            number(row["score"]),
+            number(row["max_score"]),
+            row["status"],
+        ]
+        for result in results
+        for row in result["rows"]
+    ]
+    totals = [
+        [
+            result["student"],
+            result["lab"],
+            number(result["score"]),
+            number(result["max_score"]),
+            result["status"],
+        ]
+        for result in results
+    ]
+    write_text_atomic(Path(out) / "grades.csv", csv_text(GRADE_COLUMNS, grades))
+    write_text_atomic(Path(out) / "totals.csv", csv_text(TOTAL_COLUMNS, totals))
