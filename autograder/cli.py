@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
             "DIR/.results/, so running the same command again after an interruption grades "
             "only what is missing. A student with several notebooks is graded on one: never "
             "another lab's while there is another, then one that reads and has a cell of the "
-            "lab, then the one named <lab>.ipynb, then the newest (README)."
+            "lab, then the one named <lab>.ipynb, then the newest (README). "
+            "DIR/summary/<lab>.html shows the class at a glance (for you: it names students)."
         ),
     )
     grade.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION")
@@ -529,6 +530,7 @@ def stop_on_signals() -> Iterator[list[int]]:
 
 def _grade(args: argparse.Namespace, course: Course) -> int:
     from autograder.grade import Settings, UsageError, grade_batch
+    from autograder.summary import gather, headline, summary_path, write_summaries
 
     settings = Settings(
         course=course, lab=args.lab, limits=_limits(args, args.jobs), profile=args.profile
@@ -564,6 +566,11 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
         f"{summary or 'none'}"
     )
     print(f"wrote {args.out / 'grades.csv'}, {args.out / 'totals.csv'}, {args.out / 'feedback'}/")
+    write_summaries(args.out, [r for r in batch.results if r["lab"] == args.lab])
+    print(
+        f"class summary: {summary_path(args.out, args.lab)} "
+        f"({headline(gather(args.lab, batch.results))})"
+    )
     failed = sorted(
         r["student"] for r in batch.results if r["lab"] == args.lab and r.get("internal_error")
     )
@@ -610,7 +617,10 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote {written[0]}")
     else:
         print(f"wrote {len(written)} results.json under {written[0].parent.parent}/")
-    print(f"feedback pages under {args.out / 'feedback'}/: score tables brought up to date")
+    print(
+        f"feedback pages under {args.out / 'feedback'}/ and class summaries under "
+        f"{args.out / 'summary'}/: brought up to date"
+    )
     if no_page:
         print(
             f"no feedback page to bring up to date for {len(no_page)} "

@@ -19,7 +19,8 @@ Both formats add the scores a person gave the written answers in
 ``autograder.written``): such a cell scores as given, with status ``ok``, and the totals
 follow. ``grades.csv`` and ``totals.csv`` in DIR itself keep them at 0. The score table at
 the top of each student's feedback page (``DIR/feedback/<student>/<lab>.html``) is rewritten
-with the same scores and comments, so the pages handed back to students show them too.
+with the same scores and comments, so the pages handed back to students show them too, and
+so is the class summary (``DIR/summary/<lab>.html``, ``autograder.summary``).
 
 The stored messages never show hidden test source, so they are exported as they are.
 """
@@ -187,10 +188,12 @@ def export(
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if visibility not in VISIBILITIES:
         raise ValueError(f"unknown visibility {visibility!r}")
+    from autograder.summary import write_summaries
     from autograder.written import with_hand_scores
 
     results = with_hand_scores(out, select_results(out, lab))
     files = _write(out, fmt, results, to, visibility)
+    write_summaries(out, results)
     return files, refresh_feedback(out, results)
 
 
