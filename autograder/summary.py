@@ -99,6 +99,7 @@ def gather(lab: str, results: list[dict]) -> LabSummary:
 def _figure(summary: LabSummary) -> str:
     """The totals' histogram and each cell's share of full marks, as a PNG data URI."""
     from matplotlib.figure import Figure  # no pyplot: no display, no global state
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(11, 0.3 * len(summary.questions) + 3), layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=[1, 1.3])
@@ -106,11 +107,16 @@ def _figure(summary: LabSummary) -> str:
     left.hist(list(summary.totals.values()), bins=20, range=(0, top), color="#4c72b0")
     left.set_xlabel(f"total (out of {number(summary.max_score)})")
     left.set_ylabel("students")
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_title(f"{summary.lab}: totals of {len(summary.totals)} students")
-    names = [q.name + ("" if q.scores else " (waiting)") for q in summary.questions][::-1]
-    shares = [q.full_marks / len(q.scores) * 100 if q.scores else 0 for q in summary.questions]
-    shares = shares[::-1]
-    right.bar_label(right.barh(names, shares, color="#55a868"), fmt="%.0f%%", fontsize=8)
+    questions = summary.questions[::-1]  # the first cell at the top
+    shares = [q.full_marks / len(q.scores) * 100 if q.scores else 0 for q in questions]
+    bars = right.barh([q.name for q in questions], shares, color="#55a868")
+    labels = [
+        f"{share:.0f}%" if q.scores else "waiting for a person"
+        for q, share in zip(questions, shares, strict=True)
+    ]
+    right.bar_label(bars, labels=labels, fontsize=8, padding=2)
     right.set_xlim(0, 100)
     right.set_xlabel("students with full marks (%)")
     right.set_title("each graded cell")
@@ -163,8 +169,9 @@ def page(summary: LabSummary) -> str:
         )
         parts.append(
             f"<tr><td>{html.escape(question.name)}</td><td class='n'>{number(question.points)}"
-            f"</td><td class='n'>{number(question.mean)}</td><td class='n'>{question.full_marks}"
-            f" of {len(question.scores)}</td><td>{html.escape(', '.join(stopped))}</td>"
+            f"</td><td class='n'>{number(question.mean) if question.scores else '-'}</td>"
+            f"<td class='n'>{f'{question.full_marks} of {len(question.scores)}' if question.scores else '-'}"
+            f"</td><td>{html.escape(', '.join(stopped))}</td>"
             f"<td>{f'<ul>{failures}</ul>' if failures else ''}</td></tr>"
         )
     parts.append("</table>")
