@@ -529,8 +529,10 @@ def stop_on_signals() -> Iterator[list[int]]:
 
 
 def _grade(args: argparse.Namespace, course: Course) -> int:
+    from autograder.export import refresh_pages
     from autograder.grade import Settings, UsageError, grade_batch
-    from autograder.summary import gather, headline, summary_path, write_summaries
+    from autograder.summary import gather, headline, summary_path
+    from autograder.written import WrittenError, scores_path, with_hand_scores
 
     settings = Settings(
         course=course, lab=args.lab, limits=_limits(args, args.jobs), profile=args.profile
@@ -566,10 +568,17 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
         f"{summary or 'none'}"
     )
     print(f"wrote {args.out / 'grades.csv'}, {args.out / 'totals.csv'}, {args.out / 'feedback'}/")
-    write_summaries(args.out, [r for r in batch.results if r["lab"] == args.lab])
+    results = [r for r in batch.results if r["lab"] == args.lab]
+    scored = scores_path(args.out, args.lab).exists()
+    if scored:  # a person scored written answers already: keep them on the pages
+        try:
+            results = with_hand_scores(args.out, results)
+        except WrittenError as error:
+            scored = False
+            print(f"warning: the written answers' scores are left out of the pages: {error}")
+    refresh_pages(args.out, results, feedback=scored)
     print(
-        f"class summary: {summary_path(args.out, args.lab)} "
-        f"({headline(gather(args.lab, batch.results))})"
+        f"class summary: {summary_path(args.out, args.lab)} ({headline(gather(args.lab, results))})"
     )
     failed = sorted(
         r["student"] for r in batch.results if r["lab"] == args.lab and r.get("internal_error")
@@ -604,14 +613,18 @@ def _written(args: argparse.Namespace, course: Course) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from autograder.export import NoResults, export
+    from autograder.grade import UsageError
     from autograder.written import WrittenError
 
     try:
         written, no_page = export(
             args.out, args.format, lab=args.lab, to=args.to, visibility=args.visibility
         )
-    except (NoResults, WrittenError) as error:
+    except (NoResults, WrittenError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file in the way of a folder, a read-only folder
+        print(f"error: cannot write the export: {error}", file=sys.stderr)
         return 2
     if args.format == "csv":
         print(f"wrote {written[0]}")
@@ -625,6 +638,11 @@ def _export(args: argparse.Namespace) -> int:
         print(
             f"no feedback page to bring up to date for {len(no_page)} "
             f"student{'s' if len(no_page) != 1 else ''}: "
-            f"{', '.join(no_page[:10])}{' ...' if len(no_page) > 10 else ''}"
+            f"{', '.join(map(_shown, no_page[:10]))}{' ...' if len(no_page) > 10 else ''}"
         )
     return 0
+
+
+def _shown(text: str) -> str:
+    """A student's id as printed: escaped when it holds a control character."""
+    return text if text.isprintable() else ascii(text)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from autograder.grade import STATUS_ORDER, feedback_path, load_results, safe_name
+from autograder.grade import STATUS_ORDER, feedback_path, load_results, lock_output, safe_name
 from autograder.tables import csv_text, number, write_text_atomic
 
 FORMATS = ("csv", "gradescope")
@@ -78,7 +78,6 @@ def _questions(results: list[dict]) -> dict[str, list[str]]:
 
 def csv_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The wide table: a header and one row per student (see the module doc)."""
-
     questions = _questions(results)
     several = len(questions) > 1
     header = ["student"]
@@ -109,7 +108,6 @@ def gradescope_result(
     """One student's ``results.json`` from their results (one per lab). ``written``: include
     the written answers as tests scoring 0 (``export``); without (the Gradescope autograder,
     where they are graded as Gradescope's own manual questions) the output names them."""
-
     tests, summary = [], []
     for result in sorted(results, key=lambda r: r["lab"]):
         rows = [row for row in result["rows"] if written or row["status"] != "manual"]
@@ -150,14 +148,14 @@ def gradescope_result(
 
 def refresh_feedback(out: Path, results: list[dict]) -> list[str]:
     """Rewrite the score table of each result's feedback page with the result (as
-    ``with_hand_scores`` made it); returns the students whose page is missing or has no
-    table (left as they are)."""
+    ``with_hand_scores`` made it); returns "student (lab)" for each page missing or without
+    a table (left as they are)."""
     from autograder.report import refresh_summary
 
     missing = []
     for result in results:
         if not refresh_summary(feedback_path(Path(out), result["student"], result["lab"]), result):
-            missing.append(result["student"])
+            missing.append(f"{result['student']} ({result['lab']})")
     return missing
 
 
@@ -183,18 +181,34 @@ def export(
         NoResults: ``out`` holds no results (for ``lab``).
         WrittenError: a scores file of written answers (``autograder.written``) has a score
             that is not one; nothing is written then.
+        UsageError: a ``grade`` run is writing to ``out`` (its lock is held).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if visibility not in VISIBILITIES:
         raise ValueError(f"unknown visibility {visibility!r}")
-    from autograder.summary import write_summaries
     from autograder.written import with_hand_scores
 
-    results = with_hand_scores(out, select_results(out, lab))
-    files = _write(out, fmt, results, to, visibility)
+    if not (Path(out) / ".results").is_dir():
+        select_results(out, lab)  # raises NoResults, naming the folder (nothing created)
+    lock = lock_output(Path(out))  # a grade run rewrites feedback pages too: not meanwhile
+    try:
+        results = with_hand_scores(out, select_results(out, lab))
+        files = _write(out, fmt, results, to, visibility)
+        return files, refresh_pages(out, results)
+    finally:
+        lock.close()
+
+
+def refresh_pages(out: Path, results: list[dict], feedback: bool = True) -> list[str]:
+    """Write the class summary of each lab of ``results`` and, with ``feedback``, rewrite
+    the score table of each result's feedback page (``refresh_feedback``); returns the
+    students whose page was not found. ``export`` and ``grade`` (once a scores file exists)
+    call it with the hand scores added, so that what students and the instructor see agree."""
+    from autograder.summary import write_summaries
+
     write_summaries(out, results)
-    return files, refresh_feedback(out, results)
+    return refresh_feedback(out, results) if feedback else []
 
 
 def _write(

@@ -1576,7 +1576,7 @@ def lock_output(out: Path):
         holder = lock.read().strip() or "another process"
         lock.close()
         raise UsageError(
-            f"another grade run ({holder}) is writing to {out}; let it finish, or stop it "
+            f"another grade or export run ({holder}) is writing to {out}; let it finish, or stop it "
             "(what it graded is kept) and run again"
         ) from None
     lock.seek(0)

@@ -7,10 +7,11 @@ unreadable) and the messages of the commonest failures, which show a common mist
 test that is too strict, at once. Students whose submission was unreadable, errored, timed
 out or was tampered with are listed with a link to their feedback page.
 
-``python -m autograder grade`` writes it after every batch (written answers at 0, waiting
-for a person);
-``export`` writes it again with the scores a person gave them (``autograder.written``), as it
-does the feedback pages. The figure is drawn with matplotlib (Agg, no display) and embedded
+``python -m autograder grade`` writes it after every batch, and ``export`` again with the
+scores a person gave the written answers (``autograder.written``), as it does the feedback
+pages; ``grade`` keeps those scores too once a scores file exists (before, written answers
+are "waiting for a person"). An unreadable notebook, or one the grader failed on, is counted
+by status only: none of its cells counts as scored. The figure is drawn with matplotlib (Agg, no display) and embedded
 in the page, so the page is one file.
 """
 
@@ -39,7 +40,7 @@ class Question:
 
     name: str
     points: float
-    scores: list[float] = field(default_factory=list)  # of the cells scored (not waiting)
+    scores: list[float] = field(default_factory=list)  # of the notebooks read, not waiting
     waiting: int = 0  # written answers not scored by a person yet
     statuses: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)  # message -> students who lost points
@@ -75,6 +76,9 @@ def gather(lab: str, results: list[dict]) -> LabSummary:
     results = sorted((r for r in results if r["lab"] == lab), key=lambda r: r["student"])
     questions: dict[str, Question] = {}
     for result in results:
+        # an unreadable notebook, or one the grader failed on, has no cell scored on its
+        # merits: its rows are counted by status, and out of the scores and the failures
+        read = result["status"] != "unreadable" and not result.get("internal_error")
         for row in result["rows"]:
             question = questions.setdefault(
                 row["question"], Question(row["question"], float(row["max_score"]))
@@ -82,6 +86,8 @@ def gather(lab: str, results: list[dict]) -> LabSummary:
             question.statuses[row["status"]] += 1
             if row["status"] == "manual":
                 question.waiting += 1
+                continue
+            if not read:
                 continue
             score = float(row["score"])
             question.scores.append(score)

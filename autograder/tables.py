@@ -24,27 +24,33 @@ def number(value: float) -> str:
 # A CSV cell starting with one of these is a formula to a spreadsheet (CSV injection): a
 # student id taken from a file name such as "=HYPERLINK(...).ipynb" would run in Excel.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_QUOTED = _FORMULA_START + ("'",)  # a cell starting with ' is prefixed too: reversible
 
 
 def spreadsheet_safe(value: object) -> str:
     """A CSV cell as written: text starting like a formula gets a leading ``'``, which
-    spreadsheets show as text (OWASP's advice on CSV injection); ``from_spreadsheet`` undoes
-    it."""
+    spreadsheets show as text (OWASP's advice on CSV injection), and so does text starting
+    with ``'`` (so that ``'-x`` and ``-x`` stay two cells); ``from_spreadsheet`` undoes it."""
     text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return "'" + text if text.startswith(_QUOTED) else text
 
 
 def from_spreadsheet(text: str) -> str:
     """A CSV cell as read back (the inverse of ``spreadsheet_safe``)."""
-    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_START) else text
+    return text[1:] if text.startswith("'") and text[1:].startswith(_QUOTED) else text
 
 
 def csv_text(header: list[str] | tuple[str, ...], rows) -> str:
-    """A CSV file's text: the header, then the rows, every cell ``spreadsheet_safe``."""
+    """A CSV file's text: the header, then the rows, every cell ``spreadsheet_safe``. Lines
+    end in ``\n``; a row with a carriage return in a cell has every cell quoted (the csv
+    module quotes only the line terminator's characters, and a bare CR ends a line for a
+    spreadsheet)."""
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
+    plain = csv.writer(text, lineterminator="\n")
+    quoted = csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL)
     for row in [header, *rows]:
-        writer.writerow([spreadsheet_safe(value) for value in row])
+        cells = [spreadsheet_safe(value) for value in row]
+        (quoted if any("\r" in cell for cell in cells) else plain).writerow(cells)
     return text.getvalue()
 
 

@@ -89,20 +89,26 @@ def _reference(source: str) -> str:
     return "\n".join(kept).strip()
 
 
+LINE = "_line"  # a row's line number in the file, in the rows ``_read_rows`` returns
+
+
 def _read_rows(path: Path) -> list[dict]:
-    """The rows of a scores file (``WrittenError`` when it is not one)."""
+    """The rows of a scores file, each with its line number (``LINE``); ``WrittenError``
+    when it is not one."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet may add a BOM
+        # a spreadsheet may add a BOM; no newline translation: a CR inside a quoted cell stays
+        text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise WrittenError(f"{path}: cannot be read ({error})") from None
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None or [f.strip() for f in reader.fieldnames] != SCORES_COLUMNS:
         raise WrittenError(
             f"{path}: not a scores file: its first line must be {','.join(SCORES_COLUMNS)} "
             f"(found {','.join(reader.fieldnames or []) or 'nothing'})"
         )
     rows = []
-    for line, row in enumerate(reader, start=2):
+    for row in reader:
+        line = reader.line_num  # where the row ends (a quoted cell may hold line breaks)
         if None in row:
             raise WrittenError(
                 f"{path}:{line}: more fields than the first line names (an unquoted comma? "
@@ -111,6 +117,7 @@ def _read_rows(path: Path) -> list[dict]:
         values = {key.strip(): from_spreadsheet(value or "") for key, value in row.items()}
         # the student id as written (it may end in a space); the rest without spaces
         rows.append({k: v if k == "student" else v.strip() for k, v in values.items()})
+        rows[-1][LINE] = line
     return rows
 
 
@@ -256,7 +263,8 @@ def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str
         if row["status"] == "manual"
     }
     found, lines = {}, {}
-    for line, row in enumerate(_read_rows(path), start=2):
+    for row in _read_rows(path):
+        line = row[LINE]
         if not row.get("score"):
             continue
         key = (row["student"], row.get("question", ""))

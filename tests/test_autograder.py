@@ -1177,7 +1177,7 @@ def test_a_second_grade_into_the_same_folder_stops_at_once(tmp_path, capsys):
         capsys.readouterr()
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
-        assert f"another grade run (pid {os.getpid()}, started " in err
+        assert f"another grade or export run (pid {os.getpid()}, started " in err
         assert not (out / ".results").exists()
     finally:
         first.close()

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from toy import TOY_ROOT, answered, read_csv, with_solution
 
-from autograder import cli, summary
+from autograder import cli, grade, summary
 from autograder.grade import feedback_path
 
 LAB = "lab_x"
@@ -55,15 +55,28 @@ def class_of(n: int) -> list[dict]:
 
 
 def test_the_counts_are_the_classs():
-    results = class_of(12) + [result("other", [("q_a", 2.0, 2.0, "ok", "")], lab="lab_y")]
+    """Counted by hand from ``class_of``; an unreadable notebook and one the grader failed
+    on are counted by status only, never as scores or failures (their written answers
+    are not scored 0 by a person)."""
+    unread = [("q_a", 0.0, 2.0, "unreadable", "not graded"), ("q_why", 0.0, 5.0, "unreadable", "")]
+    failed = result("zed", [("q_a", 0.0, 2.0, "error", "the grader failed: boom")], "error")
+    failed["internal_error"] = True
+    results = class_of(12) + [
+        result("other", [("q_a", 2.0, 2.0, "ok", "")], lab="lab_y"),
+        result("unread", unread, "unreadable"),
+        failed,
+    ]
     gathered = summary.gather(LAB, results)
-    mine = [r for r in results if r["lab"] == LAB]
-    assert gathered.totals == {r["student"]: r["score"] for r in mine}
+    assert gathered.statuses["unread"] == "unreadable" and gathered.totals["unread"] == 0
+    mine = [r for r in results if r["lab"] == LAB and r["student"] not in ("unread", "zed")]
+    assert gathered.totals == {r["student"]: r["score"] for r in mine} | {"unread": 0, "zed": 0}
     assert gathered.max_score == 10.0
     by_name = {q.name: q for q in gathered.questions}
     assert [q.name for q in gathered.questions] == ["q_a", "q_b", "q_why"]  # notebook order
     assert by_name["q_a"].full_marks == sum(i % 2 == 0 for i in range(12))
     assert by_name["q_a"].failures == {MESSAGE: sum(i % 2 == 1 for i in range(12))}
+    assert len(by_name["q_a"].scores) == 12
+    assert by_name["q_a"].statuses["unreadable"] == by_name["q_a"].statuses["error"] == 1
     assert by_name["q_b"].failures == {  # first lines only, counted by student
         "wrong shape": sum(i % 4 != 0 for i in range(12)),
         "wrong dtype": sum(i % 4 == 0 for i in range(12)),
@@ -72,7 +85,8 @@ def test_the_counts_are_the_classs():
     assert by_name["q_why"].scores == [1.0] * sum(i % 3 == 0 for i in range(12))
     assert by_name["q_why"].failures == {"graded by hand": 4}  # scored, below its points
     line = summary.headline(gathered)
-    assert f"median total {statistics.median(r['score'] for r in mine):g} of 10" in line
+    median = statistics.median([r["score"] for r in mine] + [0, 0])
+    assert f"median total {median:g} of 10" in line
     assert "fewest full marks: q_b (0 of 12 students)" in line
 
 
@@ -119,4 +133,23 @@ def test_grade_writes_it_and_export_adds_the_hand_scores(tmp_path, capsys):
     assert cli.main(["export", "--out", str(out)]) == 0
     page = (out / "summary" / "toy.html").read_text()
     assert "waiting for a person" not in page
-    assert "toy_q_why</td><td class='n'>1</td><td class='n'>1</td><td class='n'>2 of 2" in page
+    scored = "toy_q_why</td><td class='n'>1</td><td class='n'>1</td><td class='n'>2 of 2"
+    assert scored in page
+    assert "graded by hand: ok" in (out / "feedback" / "bob" / "toy.html").read_text()
+    capsys.readouterr()
+    assert cli.main([*args, "--regrade"]) == 0  # a late regrade keeps the hand scores shown
+    assert "warning" not in capsys.readouterr().out
+    assert scored in (out / "summary" / "toy.html").read_text()
+    assert "graded by hand: ok" in (out / "feedback" / "bob" / "toy.html").read_text()
+    (out / "summary" / "toy.html").unlink()
+    (out / "summary").rmdir()
+    (out / "summary").write_text("in the way")
+    assert cli.main(["export", "--out", str(out)]) == 2  # one line, no traceback
+    assert "error: cannot write the export: " in capsys.readouterr().err
+    (out / "summary").unlink()
+    lock = grade.lock_output(out)  # a grade run writing to the folder
+    try:
+        assert cli.main(["export", "--out", str(out)]) == 2
+        assert "another grade or export run (pid " in capsys.readouterr().err
+    finally:
+        lock.close()

@@ -263,10 +263,13 @@ def test_export_puts_the_hand_scores_on_the_feedback_pages(graded, tmp_path, cap
 
 def test_csv_cells_a_spreadsheet_would_run_are_written_as_text(tmp_path, capsys):
     """A student id that starts like a formula (it comes from a file name) is written with a
-    leading ' in every CSV (grades.csv, totals.csv, scores.csv, the export), and a scores file
-    holding it, edited in a spreadsheet, still matches the student."""
+    leading ' in every CSV (grades.csv, totals.csv, scores.csv, the export), and so is one
+    starting with ' (or "'-x" and "-x" would be one cell); a CR in an id never breaks its
+    row; a scores file holding them, saved again by a spreadsheet, still matches each
+    student."""
     out = tmp_path / "out"
-    students = ["=SUM(1,2)", "+1", "-x", "@me", "ann"]
+    students = ["=SUM(1,2)", "+1", "-x", "@me", "'-x", "'ann", "x\r=1+1", "\rcr", "ann"]
+    written = {s: "'" + s if s[:1] in "=+-@\t\r'" else s for s in students}
     for student in students:
         answer = "" if student == "ann" else "Signs cancel."
         result = {
@@ -306,9 +309,9 @@ def test_csv_cells_a_spreadsheet_would_run_are_written_as_text(tmp_path, capsys)
         scores_path(out, "toy"),
         out / "export" / "grades.csv",
     ):
-        cells = [cell for line in csv.reader(path.open()) for cell in line]
-        assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")], path
-        ids = {cell for cell in cells if cell.lstrip("'") in students}
-        assert ids == {"'" + s if s != "ann" else s for s in students}, path
+        lines = list(csv.reader(path.open(newline="")))
+        assert not [c for line in lines for c in line if c[:1] in ("=", "+", "-", "@")], path
+        assert {line[0] for line in lines[1:]} == set(written.values()), path
     table = {r["student"]: r for r in read_csv(out / "export" / "grades.csv")}
-    assert {table[f"'{s}"][QUESTION] for s in students if s != "ann"} == {"1"}
+    assert len(table) == len(students)
+    assert {table[written[s]][QUESTION] for s in students} == {"1"}
