@@ -402,10 +402,14 @@ def stable_env(env: dict[str, str]) -> dict[str, str]:
 def _key(env: dict[str, str], preload: tuple[str, ...], lib: Path | None) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([sorted(stable_env(env).items()), list(preload)]).encode())
+    # the files' contents, not their times: each submission's workspace writes its own copy
+    # of the same files (keyed by time, every submission started a judge template of its own,
+    # 5 s of imports, and pushed the student's template out: MAX_TEMPLATES)
     for path in sorted(lib.rglob("*")) if lib is not None else []:
         if path.is_file():
-            info = path.stat()
-            digest.update(f"{path.relative_to(lib)}:{info.st_size}:{info.st_mtime_ns}".encode())
+            digest.update(
+                f"{path.relative_to(lib)}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\0".encode()
+            )
     return digest.hexdigest()
 
 

@@ -188,13 +188,18 @@ def test_template_for_reuses_one_template_and_close_all_ends_it(tmp_path, lib):
 
 
 def test_a_batch_scores_the_same_forked_or_not(tmp_path, monkeypatch):
+    """Forked or not, the same scores; forked, one student's and one judge's template for the
+    whole batch, although each submission's workspace writes its own copy of the student
+    files (a template keyed by their times started a judge template per submission)."""
     folder = tmp_path / "submissions"
     folder.mkdir()
     nbformat.write(answered(), folder / "correct.ipynb")
     wrong = "def double(x):\n    return 2 * abs(x)"
     nbformat.write(with_solution(answered(), "toy_double_solution", wrong), folder / "wrong.ipynb")
+    provided = tmp_path / "toy_helpers.py"  # a student file: copied into every workspace
+    provided.write_text("ANSWER = 42\n")
     settings = Settings(
-        course=Course(root=TOY_ROOT, release_dir=TOY_ROOT, student_files=()),
+        course=Course(root=TOY_ROOT, release_dir=TOY_ROOT, student_files=(provided,)),
         lab="toy",
         limits=Limits(cell_timeout=60, notebook_timeout=300, threads=1),
     )
