@@ -119,7 +119,7 @@ def _figure(summary: LabSummary) -> str:
     shares = [q.full_marks / len(q.scores) * 100 if q.scores else 0 for q in questions]
     bars = right.barh([q.name for q in questions], shares, color="#55a868")
     labels = [
-        f"{share:.0f}%" if q.scores else "waiting for a person"
+        f"{share:.0f}%" if q.scores else "waiting for a person" if q.waiting else "none scored"
         for q, share in zip(questions, shares, strict=True)
     ]
     right.bar_label(bars, labels=labels, fontsize=8, padding=2)
