@@ -576,10 +576,12 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
         except WrittenError as error:
             scored = False
             print(f"warning: the written answers' scores are left out of the pages: {error}")
-    refresh_pages(args.out, results, feedback=scored)
-    print(
-        f"class summary: {summary_path(args.out, args.lab)} ({headline(gather(args.lab, results))})"
-    )
+    try:
+        refresh_pages(args.out, results, feedback=scored)
+        print(f"class summary: {summary_path(args.out, args.lab)} ", end="")
+    except OSError as error:  # the grades are written: say so, and go on
+        print(f"warning: the class summary could not be written ({error}) ", end="")
+    print(f"({headline(gather(args.lab, results))})")
     failed = sorted(
         r["student"] for r in batch.results if r["lab"] == args.lab and r.get("internal_error")
     )

@@ -407,9 +407,8 @@ def _key(env: dict[str, str], preload: tuple[str, ...], lib: Path | None) -> str
     # 5 s of imports, and pushed the student's template out: MAX_TEMPLATES)
     for path in sorted(lib.rglob("*")) if lib is not None else []:
         if path.is_file():
-            digest.update(
-                f"{path.relative_to(lib)}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\0".encode()
-            )
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest.update(f"{path.relative_to(lib)}\0{content}\0".encode())
     return digest.hexdigest()
 
 

@@ -1576,8 +1576,8 @@ def lock_output(out: Path):
         holder = lock.read().strip() or "another process"
         lock.close()
         raise UsageError(
-            f"another grade or export run ({holder}) is writing to {out}; let it finish, or stop it "
-            "(what it graded is kept) and run again"
+            f"another grade or export run ({holder}) is writing to {out}; let it finish, or "
+            "stop it (what it graded is kept) and run again"
         ) from None
     lock.seek(0)
     lock.truncate()

@@ -25,10 +25,10 @@ cells; an empty score stays ``manual``. A score that is not a number from 0 to t
 points, a line with more fields than the header (an unquoted comma) or a score for a
 student and question with no written answer waiting (an id a spreadsheet changed) stops
 ``export`` (``WrittenError``, exit 2) naming the file and line: a score is never dropped
-without a word. ``export`` also
-rewrites the score table of each student's feedback page with them
-(``export.refresh_feedback``). ``grade``'s own ``grades.csv`` and ``totals.csv`` keep written
-answers at 0: waiting for a person.
+without a word. ``export`` also puts them on the class summary and in the score table of
+each student's feedback page (``export.refresh_pages``; ``grade`` too, once a scores file
+exists). ``grade``'s own ``grades.csv`` and ``totals.csv`` keep written answers at 0:
+waiting for a person.
 """
 
 from __future__ import annotations
