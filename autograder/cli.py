@@ -560,7 +560,8 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
                 file=sys.stderr,
             )
             return 128 + (received[0] if received else signal.SIGINT)
-    counts = Counter(r["status"] for r in batch.results if r["lab"] == args.lab)
+    results = [r for r in batch.results if r["lab"] == args.lab]
+    counts = Counter(r["status"] for r in results)
     summary = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
     print(
         f"graded {len(batch.graded)}, kept {len(batch.skipped)} graded before, ignored "
@@ -568,7 +569,7 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
         f"{summary or 'none'}"
     )
     print(f"wrote {args.out / 'grades.csv'}, {args.out / 'totals.csv'}, {args.out / 'feedback'}/")
-    results = [r for r in batch.results if r["lab"] == args.lab]
+    failed = sorted(r["student"] for r in results if r.get("internal_error"))
     scored = scores_path(args.out, args.lab).exists()
     if scored:  # a person scored written answers already: keep them on the pages
         try:
@@ -582,9 +583,6 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
     except OSError as error:  # the grades are written: say so, and go on
         print(f"warning: the class summary could not be written ({error}) ", end="")
     print(f"({headline(gather(args.lab, results))})")
-    failed = sorted(
-        r["student"] for r in batch.results if r["lab"] == args.lab and r.get("internal_error")
-    )
     if failed:
         print(
             f"the grader itself failed on {len(failed)} student(s), stored with 0 points: "

@@ -63,30 +63,17 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def _line(result: dict, scored: dict, *middle: str) -> list[str]:
+    """A row of ``grades.csv`` (``scored`` a row of the result, ``middle`` its question) or of
+    ``totals.csv`` (``scored`` the result itself)."""
+    score, most = number(scored["score"]), number(scored["max_score"])
+    return [result["student"], result["lab"], *middle, score, most, scored["status"]]
+
+
 def write_csvs(out: Path, results: list[dict]) -> None:
     """Write ``grades.csv`` (one row per question per student) and ``totals.csv``."""
     results = sorted(results, key=lambda r: (r["student"], r["lab"]))
-    grades = [
-        [
-            result["student"],
-            result["lab"],
-            row["question"],
-            number(row["score"]),
-            number(row["max_score"]),
-            row["status"],
-        ]
-        for result in results
-        for row in result["rows"]
-    ]
-    totals = [
-        [
-            result["student"],
-            result["lab"],
-            number(result["score"]),
-            number(result["max_score"]),
-            result["status"],
-        ]
-        for result in results
-    ]
+    grades = [_line(result, row, row["question"]) for result in results for row in result["rows"]]
+    totals = [_line(result, result) for result in results]
     write_text_atomic(Path(out) / "grades.csv", csv_text(GRADE_COLUMNS, grades))
     write_text_atomic(Path(out) / "totals.csv", csv_text(TOTAL_COLUMNS, totals))

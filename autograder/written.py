@@ -41,7 +41,7 @@ import math
 from pathlib import Path
 
 from autograder.course import Course
-from autograder.grade import STATUS_ORDER, safe_name
+from autograder.grade import STATUS_ORDER, feedback_path, safe_name
 from autograder.notebooks import (
     SOLUTION_BEGIN,
     SOLUTION_END,
@@ -230,7 +230,7 @@ def _question_page(lab: Lab, question, results: list[dict]) -> str:
         state, answer = _answer(result, question.grade_id)
         student = html.escape(result["student"])
         parts.append(f"<h3 id='{html.escape(safe_name(result['student']))}'>{student}</h3>")
-        feedback = f"feedback/{safe_name(result['student'])}/{lab.name}.html"
+        feedback = feedback_path(Path(), result["student"], lab.name).as_posix()
         why = {
             NOT_STORED: "not stored: graded before answers were kept; grade again with --regrade",
             NOT_FOUND: "no cell of the notebook is this answer's (its nbgrader metadata was "
