@@ -202,6 +202,7 @@ class _Judge:
     """The connection to the student's kernel and the bookkeeping of one grading run."""
 
     def __init__(self, shell) -> None:
+        pickle_graph_modules_with_string_globals()  # models are sent to the student pickled
         self.shell = shell
         self.pid = int(os.environ.get(STUDENT_PID, "0") or 0)
         self.rpc_dir = Path(os.environ[RPC_DIR])
@@ -900,6 +901,36 @@ class _Refused:
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __abs__ = __neg__ = _fail
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _fail
     __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __matmul__ = __rmatmul__ = _fail
+
+
+def pickle_graph_modules_with_string_globals() -> bool:
+    """Let an ``fx.GraphModule`` whose generated code has a string global pickle; True when
+    this PyTorch needed the fix (and got it).
+
+    ``GraphModule.__reduce__`` writes an import line for every global of its code. FX
+    quantization's prepared models have one that is a string (``_torch_Tensor_ =
+    'torch.Tensor'``, an annotation), and PyTorch 2.11 asks that string for its
+    ``__name__`` (AttributeError), so the judge could not send such a model to a student's
+    ``calibrate``. Later PyTorch writes string globals as assignments; so does this.
+    """
+    from torch.fx import graph_module
+    from torch.package import sys_importer
+
+    try:
+        graph_module._format_import_block({"_probe_": "torch.Tensor"}, sys_importer)
+        return False
+    except AttributeError:
+        pass
+    original = graph_module._format_import_block
+
+    def format_import_block(globals_: dict, importer) -> str:
+        others = {name: value for name, value in globals_.items() if not isinstance(value, str)}
+        lines = set(original(others, importer).splitlines())
+        lines |= {f"{name} = {value!r}" for name, value in globals_.items() if name not in others}
+        return "\n".join(sorted(line for line in lines if line))
+
+    graph_module._format_import_block = format_import_block
+    return True
 
 
 def install() -> _Judge:
