@@ -62,6 +62,7 @@ from helpers.quant import (  # noqa: E402
     cpu_capability,
     graph_state_dict,
     latency_by_batch,
+    pt2e_quantize_steps,
     quantization_warnings_silenced,
     select_quantized_engine,
     state_dict_bytes,
@@ -132,7 +133,7 @@ def quantize_pt2e(model: nn.Module, calib: list[torch.Tensor]) -> torch.fx.Graph
     example = calib[0][:8]
     batch = torch.export.Dim("batch", min=1, max=1024)
     exported = torch.export.export(
-        copy.deepcopy(model).eval(), (example,), dynamic_shapes={"x": {0: batch}}
+        copy.deepcopy(model).eval(), (example,), strict=True, dynamic_shapes={"x": {0: batch}}
     ).module()
     quantizer = xiq.X86InductorQuantizer().set_global(
         xiq.get_default_x86_inductor_quantization_config()
@@ -141,6 +142,7 @@ def quantize_pt2e(model: nn.Module, calib: list[torch.Tensor]) -> torch.fx.Graph
     allow_exported_model_train_eval(prepared)
     calibrate(prepared, calib)
     converted = convert_pt2e(prepared)
+    pt2e_quantize_steps(converted)  # raises if the quantizer matched nothing
     allow_exported_model_train_eval(converted)
     return converted
 

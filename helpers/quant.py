@@ -14,6 +14,8 @@
 - ``graph_state_dict`` and ``drop_unused_tensors``: the tensors a ``torch.fx.GraphModule``'s
   graph really reads, and removing the others (PT2E's converted module still carries the
   fp32 weights beside its int8 ones, although no node reads them).
+- ``pt2e_quantize_steps``: the quantize steps in a converted PT2E graph, and a clear error
+  when there are none (a quantizer that matched nothing leaves the fp32 model unchanged).
 - ``latency_by_batch``: ``helpers.latency.compare_latency`` at several batch sizes.
 - ``format_table`` and ``plot_layer_sparsity``: show a list of row dicts as text, and
   per-layer sparsity of several models as grouped bars.
@@ -36,6 +38,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from helpers import old_torch_message
 from helpers.latency import LatencyResult, compare_latency
 from helpers.plots import format_cell, new_figure
 from helpers.profiles import module_device  # noqa: F401  (re-exported: Lab 3 imports it from here)
@@ -68,6 +71,12 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
         r"TypedStorage is deprecated",
         "torch.load reads quantized tensors through the old storage API; the loaded values "
         "are right",
+    ),
+    (
+        UserWarning,
+        r"The given buffer is not writable",
+        "torch.export.load in some PyTorch versions (2.11, say) reads the saved tensors from "
+        "a read-only buffer; nothing writes to them, and the lab checks the reloaded outputs",
     ),
 )
 
@@ -133,6 +142,33 @@ def drop_unused_tensors(model: torch.fx.GraphModule) -> list[str]:
     return dropped
 
 
+def pt2e_quantize_steps(model: torch.fx.GraphModule) -> int:
+    """How many quantize steps (``quantize_per_tensor``, ``quantize_per_channel``) the graph of
+    a ``convert_pt2e`` model holds. Raises ``RuntimeError`` when there are none.
+
+    A quantizer that matches no layer quantizes nothing, and ``convert_pt2e`` then returns the
+    fp32 model without a word: its accuracy, size and speed would be reported as int8's.
+    This happens with ``X86InductorQuantizer`` and a non-strict ``torch.export`` (the
+    default in recent versions) before PyTorch 2.12 (seen with 2.11): the graph does not
+    record which module each node came from, and the quantizer finds layers by their module.
+    ``torch.export.export(..., strict=True)`` records it in every version.
+    """
+    steps = sum(
+        node.op == "call_function"
+        and str(node.target).split(".")[1:2] in (["quantize_per_tensor"], ["quantize_per_channel"])
+        for node in model.graph.nodes
+    )
+    if steps == 0:
+        raise RuntimeError(
+            f"convert_pt2e quantized nothing (no quantize step in the graph; torch "
+            f"{torch.__version__}): the quantizer matched no layer, so this model is still the "
+            "fp32 one. Export with torch.export.export(model, (example,), strict=True, ...): "
+            "before PyTorch 2.12 a non-strict export does not record which module each node "
+            "came from, which is how X86InductorQuantizer finds convolutions and linear layers."
+        )
+    return steps
+
+
 # ----------------------------------------------------------------------------- backend
 
 
@@ -189,13 +225,15 @@ def torchao_status() -> TorchaoStatus:
         )
     except Exception as error:  # ImportError, or a torchao built for another torch
         reason = f"{type(error).__name__}: {error}".splitlines()[0]
+        advice = old_torch_message() or (
+            f"To try it, run `{TORCHAO_INSTALL}` (it does not change torch) and restart the kernel."
+        )
         return TorchaoStatus(
             available=False,
             version=None,
             message=(
                 f"torchao's PT2E quantization is not available here ({reason}). The PT2E "
-                f"section is skipped; everything else in the lab runs. To try it, run "
-                f"`{TORCHAO_INSTALL}` (it does not change torch) and restart the kernel."
+                f"section is skipped; everything else in the lab runs. {advice}"
             ),
         )
     finally:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
 from importlib.metadata import version
 
 import pytest
+import torch
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
+import helpers
 from helpers.profiles import REPO_ROOT
 
 CONDA_TO_PIP = {"pytorch": "torch"}
@@ -54,3 +58,30 @@ def test_ci_runs_the_readme_test_command():
     """Does CI call `make test`, the command the README gives for the tests?"""
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
     assert "make test" in (REPO_ROOT / "README.md").read_text()
+
+
+def test_min_torch_is_the_declared_lower_bound():
+    """Does the import-time warning use the same oldest PyTorch as pyproject's range?"""
+    bounds = [s.version for s in pyproject_requirements()["torch"] if s.operator == ">="]
+    assert len(bounds) == 1
+    assert helpers.torch_version(bounds[0]) == helpers.MIN_TORCH
+
+
+@pytest.mark.parametrize(
+    "text", ["2.11.0+cu130", "2.14.1", "2.2.2+cu121", "2.12.0a0+git1a2b3c", "10.0.1", "2.9.1+cpu"]
+)
+def test_torch_version_reads_major_and_minor(text):
+    """Is (major, minor) what packaging's own version parser reads from the same text?"""
+    assert helpers.torch_version(text) == Version(text).release[:2]
+
+
+def test_importing_helpers_warns_on_an_old_torch(monkeypatch):
+    """With an older PyTorch than MIN_TORCH, does importing helpers say how to upgrade?"""
+    assert helpers.old_torch_message() is None  # this machine's torch is recent enough
+    monkeypatch.setattr(torch, "__version__", "2.2.2+cu121")
+    try:
+        with pytest.warns(UserWarning, match=r"PyTorch 2\.2\.2\+cu121 is older than 2\.11"):
+            importlib.reload(helpers)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(helpers)

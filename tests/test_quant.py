@@ -115,23 +115,28 @@ def test_drop_unused_tensors_keeps_outputs():
     assert torch.equal(traced(x), before)
 
 
-def test_pt2e_converted_model_carries_unused_fp32_weights():
-    """After convert_pt2e, is state_dict() bigger than the graph's tensors, and fixed by dropping?"""
+def _pt2e(model: nn.Module, x: torch.Tensor, configured: bool = True) -> torch.fx.GraphModule:
+    """``model`` exported as Lab 3 does (strict), prepared with the x86 quantizer (with its
+    default config, or none: a quantizer that annotates nothing), calibrated on ``x``, converted."""
     status = quant.torchao_status()
     if not status.available:
         pytest.skip(status.message)
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    model = random_vgg(TINY_ARCH, seed=4)
-    x = torch.rand(2, 3, 32, 32)
-    exported = torch.export.export(model, (x,)).module()
-    quantizer = xiq.X86InductorQuantizer().set_global(
-        xiq.get_default_x86_inductor_quantization_config()
-    )
+    exported = torch.export.export(model, (x,), strict=True).module()
+    quantizer = xiq.X86InductorQuantizer()
+    if configured:
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(exported, quantizer)
     prepared(x)
-    converted = convert_pt2e(prepared)
+    return convert_pt2e(prepared)
+
+
+def test_pt2e_converted_model_carries_unused_fp32_weights():
+    """After convert_pt2e, is state_dict() bigger than the graph's tensors, and fixed by dropping?"""
+    x = torch.rand(2, 3, 32, 32)
+    converted = _pt2e(random_vgg(TINY_ARCH, seed=4), x)
     used = quant.graph_state_dict(converted)
     assert any(t.dtype == torch.int8 for t in used.values())
     assert quant.state_dict_bytes(converted) > quant.state_dict_bytes(used)
@@ -140,6 +145,28 @@ def test_pt2e_converted_model_carries_unused_fp32_weights():
     assert dropped and all(name not in used for name in dropped)
     assert torch.equal(converted(x), out)
     assert set(converted.state_dict()) <= set(used)
+
+
+def test_pt2e_quantize_steps_counts_the_quantize_nodes():
+    """Does it count the graph's quantize_per_tensor/per_channel calls, by the ops themselves?"""
+    converted = _pt2e(random_vgg(TINY_ARCH, seed=5), torch.rand(2, 3, 32, 32))
+    ops = torch.ops.quantized_decomposed
+    expected = sum(
+        node.target in (ops.quantize_per_tensor.default, ops.quantize_per_channel.default)
+        for node in converted.graph.nodes
+    )
+    assert expected > 0  # the strict export lets the quantizer find every layer
+    assert quant.pt2e_quantize_steps(converted) == expected
+
+
+def test_pt2e_quantize_steps_refuses_a_model_nothing_was_quantized_in():
+    """A quantizer that matched nothing leaves the fp32 model: is that an error, not int8?"""
+    model = random_vgg(TINY_ARCH, seed=6)
+    x = torch.rand(2, 3, 32, 32)
+    converted = _pt2e(model, x, configured=False)
+    assert torch.allclose(converted(x), model(x), atol=1e-5)  # the fp32 model, unchanged
+    with pytest.raises(RuntimeError, match=r"quantized nothing.*strict=True"):
+        quant.pt2e_quantize_steps(converted)
 
 
 # ----------------------------------------------------------------------------- backend
@@ -170,6 +197,16 @@ def test_torchao_status_reports_a_missing_torchao(monkeypatch):
     status = quant.torchao_status()
     assert not status.available and status.version is None
     assert quant.TORCHAO_INSTALL in status.message and "skipped" in status.message
+
+
+def test_torchao_status_on_an_old_torch_says_to_upgrade_torch(monkeypatch):
+    """Where torchao fails because torch is too old, is the advice to upgrade torch?"""
+    monkeypatch.setitem(sys.modules, "torchao", None)
+    monkeypatch.setattr(torch, "__version__", "2.2.2+cu121")
+    status = quant.torchao_status()
+    assert not status.available
+    assert "pip install 'torch>=2.11'" in status.message
+    assert quant.TORCHAO_INSTALL not in status.message  # reinstalling torchao would not help
 
 
 def test_torchao_status_matches_import():
