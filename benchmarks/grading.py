@@ -395,7 +395,10 @@ def report(lab: str, students: dict[str, str], runs: list[Run], prime_s: float) 
             )
         else:
             minutes = (prime_s + goal_count * run.wall_s / count) / 60
-            how = f"extrapolated from {count}"
+            how = (
+                f"extrapolated from {count}; an upper bound, since each worker's first "
+                "submission also starts the kernel templates"
+            )
         verdict = "yes" if minutes < goal_minutes else "NO"
         lines.append(
             f"{goal_count} {lab} submissions with --jobs {jobs}, priming included: "
