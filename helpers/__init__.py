@@ -1,9 +1,9 @@
 """The labs' provided library (no solutions).
 
 Importing it warns when PyTorch is older than ``MIN_TORCH``, the oldest version the labs are
-tested with (2.11.0 and 2.14.1 run the whole test suite). With 2.2, for example, Lab 3 cannot
-load a saved int8 model (``torch.load``'s weights-only mode refuses quantized tensors) and
-skips its PT2E section (torchao 0.18 needs 2.11).
+tested with (the whole test suite: docs/results.md, "PyTorch versions"). With 2.2, for
+example, Lab 3 cannot load its saved int8 model (``torch.load``'s weights-only mode refuses
+quantized tensors) and torchao 0.18 does not import.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import warnings
 import torch
 
 MIN_TORCH = (2, 11)
+MIN_TORCHVISION = (0, 26)  # the torchvision of MIN_TORCH
 
 
 def torch_version(text: str | None = None) -> tuple[int, int]:
@@ -28,12 +29,12 @@ def old_torch_message(text: str | None = None) -> str | None:
     """What to do about a PyTorch older than ``MIN_TORCH``; None when it is recent enough."""
     if torch_version(text) >= MIN_TORCH:
         return None
-    minimum = ".".join(map(str, MIN_TORCH))
+    minimum, vision = (".".join(map(str, v)) for v in (MIN_TORCH, MIN_TORCHVISION))
     return (
         f"PyTorch {text or torch.__version__} is older than {minimum}, the oldest these labs "
-        f"are tested with: some cells may fail (Lab 3 cannot load a saved int8 model, and "
-        f"skips PT2E). Upgrade with: pip install 'torch>={minimum}' 'torchvision>=0.26', then "
-        "restart the kernel."
+        f"are tested with: a cell may fail (with 2.2, Lab 3 cannot load its saved int8 model). "
+        f"Upgrade with: pip install 'torch>={minimum}' 'torchvision>={vision}', then restart "
+        "the kernel."
     )
 
 

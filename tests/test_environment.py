@@ -61,10 +61,11 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_min_torch_is_the_declared_lower_bound():
-    """Does the import-time warning use the same oldest PyTorch as pyproject's range?"""
-    bounds = [s.version for s in pyproject_requirements()["torch"] if s.operator == ">="]
-    assert len(bounds) == 1
-    assert helpers.torch_version(bounds[0]) == helpers.MIN_TORCH
+    """Does the import-time warning name the same oldest torch and torchvision as pyproject?"""
+    for name, minimum in (("torch", helpers.MIN_TORCH), ("torchvision", helpers.MIN_TORCHVISION)):
+        bounds = [s.version for s in pyproject_requirements()[name] if s.operator == ">="]
+        assert len(bounds) == 1
+        assert helpers.torch_version(bounds[0]) == minimum, name
 
 
 @pytest.mark.parametrize(
@@ -78,9 +79,10 @@ def test_torch_version_reads_major_and_minor(text):
 def test_importing_helpers_warns_on_an_old_torch(monkeypatch):
     """With an older PyTorch than MIN_TORCH, does importing helpers say how to upgrade?"""
     assert helpers.old_torch_message() is None  # this machine's torch is recent enough
+    minimum = ".".join(map(str, helpers.MIN_TORCH))
     monkeypatch.setattr(torch, "__version__", "2.2.2+cu121")
     try:
-        with pytest.warns(UserWarning, match=r"PyTorch 2\.2\.2\+cu121 is older than 2\.11"):
+        with pytest.warns(UserWarning, match=rf"PyTorch 2\.2\.2\+cu121 is older than {minimum}"):
             importlib.reload(helpers)
     finally:
         monkeypatch.undo()

@@ -15,6 +15,7 @@ from torch import nn
 from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+import helpers
 from helpers import quant
 from helpers.latency import LatencyResult
 from helpers.models import VGG
@@ -205,7 +206,8 @@ def test_torchao_status_on_an_old_torch_says_to_upgrade_torch(monkeypatch):
     monkeypatch.setattr(torch, "__version__", "2.2.2+cu121")
     status = quant.torchao_status()
     assert not status.available
-    assert "pip install 'torch>=2.11'" in status.message
+    minimum = ".".join(map(str, helpers.MIN_TORCH))
+    assert f"pip install 'torch>={minimum}'" in status.message
     assert quant.TORCHAO_INSTALL not in status.message  # reinstalling torchao would not help
 
 
