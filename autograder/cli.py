@@ -530,7 +530,7 @@ def stop_on_signals() -> Iterator[list[int]]:
 
 def _grade(args: argparse.Namespace, course: Course) -> int:
     from autograder.export import refresh_pages
-    from autograder.grade import Settings, UsageError, grade_batch
+    from autograder.grade import Settings, UsageError, grade_batch, shown
     from autograder.summary import gather, headline, summary_path
     from autograder.written import WrittenError, scores_path, with_hand_scores
 
@@ -586,7 +586,7 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
     if failed:
         print(
             f"the grader itself failed on {len(failed)} student(s), stored with 0 points: "
-            f"{', '.join(failed[:10])}{' ...' if len(failed) > 10 else ''}; run the same "
+            f"{', '.join(map(shown, failed[:10]))}{' ...' if len(failed) > 10 else ''}; run the same "
             "command again to grade them again (see 'internal grader error' in their notes)"
         )
     return 0
@@ -613,7 +613,7 @@ def _written(args: argparse.Namespace, course: Course) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from autograder.export import NoResults, export
-    from autograder.grade import UsageError
+    from autograder.grade import UsageError, shown
     from autograder.written import WrittenError
 
     try:
@@ -638,11 +638,6 @@ def _export(args: argparse.Namespace) -> int:
         print(
             f"no feedback page to bring up to date for {len(no_page)} "
             f"student{'s' if len(no_page) != 1 else ''}: "
-            f"{', '.join(map(_shown, no_page[:10]))}{' ...' if len(no_page) > 10 else ''}"
+            f"{', '.join(map(shown, no_page[:10]))}{' ...' if len(no_page) > 10 else ''}"
         )
     return 0
-
-
-def _shown(text: str) -> str:
-    """A student's id as printed: escaped when it holds a control character."""
-    return text if text.isprintable() else ascii(text)

@@ -1321,6 +1321,12 @@ def results_dir(out: Path, lab: str) -> Path:
     return out / ".results" / lab
 
 
+def shown(text: str) -> str:
+    """Text taken from a submission (a student's id, a file name) as printed on the terminal:
+    escaped when it holds a control character, which could move the cursor or rewrite lines."""
+    return text if text.isprintable() else ascii(text)
+
+
 def feedback_path(out: Path, student: str, lab: str) -> Path:
     return out / "feedback" / safe_name(student) / f"{lab}.html"
 
@@ -1505,7 +1511,7 @@ def grade_batch(
             found, lab.name, settings.course.checkable_labs(), set(lab.by_id)
         )
         for line in batch.ignored:
-            log(f"a student with several notebooks: {line}")
+            log(f"a student with several notebooks: {shown(line)}")
         todo, limited = [], 0
         for submission in kept:
             stored = results_dir(out, lab.name) / f"{safe_name(submission.student)}.json"
@@ -1649,5 +1655,7 @@ def _progress(total: int, enabled: bool, lab: str):
 
 def _advance(bar, result: dict) -> None:
     if bar is not None:
-        bar.set_postfix_str(f"{result['student']}: {result['score']:g}/{result['max_score']:g}")
+        bar.set_postfix_str(
+            f"{shown(result['student'])}: {result['score']:g}/{result['max_score']:g}"
+        )
         bar.update(1)

@@ -8,6 +8,7 @@ submissions, graded once with --jobs 2.
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import hashlib
@@ -1195,6 +1196,26 @@ def test_grade_says_when_an_input_holds_no_notebook(tmp_path, capsys):
     assert f"warning: no notebook found in {tmp_path / 'empty'}" in out
     assert "no notebook found in" not in out.replace(f"found in {tmp_path / 'empty'}", "")
     assert "graded 1," in out
+
+
+def test_ids_with_control_characters_are_printed_escaped(tmp_path, capsys):
+    """A student folder named with a terminal escape (clear screen) and holding two
+    notebooks: does `grade` print its lines with the escape written out, never raw? And does
+    `shown` leave a printable id (accents included) as it is, and escape only what is not?"""
+    for text in ["alice", "José Núñez", "bob\x1b[2J", "tab\there", "cr\rline", "nul\x00"]:
+        printed = grade.shown(text)
+        assert printed.isprintable()
+        assert printed == text if text.isprintable() else ast.literal_eval(printed) == text
+    folder = tmp_path / "class" / "bob\x1b[2J"
+    folder.mkdir(parents=True)
+    shutil.copy(TOY_SOURCE, folder / "toy.ipynb")
+    shutil.copy(TOY_SOURCE, folder / "toy-Copy1.ipynb")
+    argv = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", "--out", str(tmp_path / "o")]
+    assert cli.main([*argv, "--no-progress", str(tmp_path / "class")]) == 0
+    said = capsys.readouterr()
+    out = said.out + said.err
+    assert "\x1b" not in out
+    assert "a student with several notebooks: 'bob\\x1b[2J: ignored" in out
 
 
 def test_a_kernel_that_cannot_start_is_the_graders_failure_not_the_students(tmp_path, capsys):
