@@ -4,7 +4,8 @@ A GPU machine is lent to some sessions only, for about 15 minutes in all, with n
 an image whose Python lacks the notebook stack. Three verbs make such a lease count:
 
 ``kit`` (here, with PyPI): ``gpu_kit/`` (git-ignored) with the JPEG copy of CIFAR-10 and the
-wheels the GPU image lacks (nbformat, nbclient, ipykernel and what they need, torchprofile),
+wheels the GPU image lacks (nbformat, nbclient, ipykernel and what they need, torchprofile,
+torchao for Lab 3's PT2E section),
 at the versions of this venv, built for the GPU's Python (``--python-version``, default 3.12).
 
 ``run`` (on the GPU machine, from the repository root; its ``python3`` holds PyTorch):
@@ -74,7 +75,10 @@ PART_BYTES = 15 * 2**20
 PACK_RESERVE_S = 20.0  # kept back from the budget to write --out after the last step
 
 # What the notebooks and benchmarks need beyond PyTorch, torchvision, NumPy, matplotlib, tqdm.
-KIT_ROOTS = ("nbformat", "nbclient", "ipykernel", "torchprofile")
+KIT_ROOTS = ("nbformat", "nbclient", "ipykernel", "torchprofile", "torchao")
+# pyproject's dependencies that no step on the GPU machine imports (the instructors' and the
+# browser's side), so the kit leaves them out.
+NOT_ON_THE_GPU = frozenset({"nbgrader", "jupyterlab", "nbconvert", "bleach"})
 
 # The GPU image's Python packages, as the device tool's KINDS.md lists them (read 2026-11-17).
 # The kit leaves these out; ``run`` also skips any wheel whose distribution is installed there.

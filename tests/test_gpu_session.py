@@ -34,13 +34,27 @@ from gpu_session import (  # noqa: E402
 import helpers.data  # noqa: E402
 from helpers.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from helpers.models import VGG  # noqa: E402
-from helpers.profiles import SMALL_VGG_ARCH, get_profile  # noqa: E402
+from helpers.profiles import REPO_ROOT, SMALL_VGG_ARCH, get_profile  # noqa: E402
 from helpers.train import default_dense_path, default_recipe, dense_config, train_dense  # noqa: E402
 
 PY = sys.executable
 
 
 pytestmark = pytest.mark.usefixtures("lab_data")  # its own LAB_DATA, the CPU (conftest)
+
+
+def test_the_kit_carries_every_dependency_a_step_needs_that_the_image_lacks():
+    """Is each of pyproject's dependencies in the GPU image, in the kit, or named as one no
+    step imports? (torchao was missing: Lab 3 would have skipped PT2E on the GPU, silently.)"""
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared = {normalize(Requirement(line).name) for line in project["dependencies"]}
+    env = target_environment("3.12")
+    kit = set(requirements_closure(gpu_session.KIT_ROOTS, GPU_IMAGE_PACKAGES, env))
+    missing = declared - GPU_IMAGE_PACKAGES - kit - gpu_session.NOT_ON_THE_GPU
+    assert not missing, f"neither in the GPU image nor in the kit: {sorted(missing)}"
+    assert not gpu_session.NOT_ON_THE_GPU - declared  # names only pyproject's dependencies
 
 
 def test_kit_closure_holds_every_requirement_the_gpu_image_lacks():
