@@ -361,6 +361,9 @@ JUDGE_GRACE_S = 15.0  # past the cell limit, for the judge to stop a student's c
 # what the student's functions return: capped at the student's cap plus this. (PyTorch alone
 # maps 3 GiB of address space; a judge capped at a 4 GiB student cap was seen to abort.)
 JUDGE_MEMORY_EXTRA_MB = 2048
+# judge_runtime's guess at why the student's kernel died during a test's call (the judge cannot
+# see its exit status); the grader can, and puts the cause in its place (``_Judge.run``).
+JUDGE_DIED_GUESS = " (os._exit, sys.exit in a thread, a crash, or more memory than the cap)"
 
 
 class _Judge:
@@ -390,8 +393,11 @@ class _Judge:
         self.ready: asyncio.Task | None = None
         self.failed: str | None = None
         self.grader_fault = False  # the judge failed on its own (not because of the student)
+        self.student_km: _LimitedKernelManager | None = None
+        self.student_died: str | None = None  # why, once a test's call ended the student's kernel
 
     def begin(self, student_km: _LimitedKernelManager, log: BinaryIO | None) -> None:
+        self.student_km = student_km
         env = dict(self.spec.env)
         env["AUTOGRADER_STUDENT_CONNECTION"] = str(student_km.connection_file)
         env["AUTOGRADER_STUDENT_PID"] = str(student_km.kernel_pid or 0)
@@ -433,12 +439,32 @@ class _Judge:
         )
         if run.status == "error" and run.ename == "StudentTimeout":
             run = CellRun("timeout", run.seconds, "TimeoutError", run.evalue, run.traceback)
+        if self.student_died is None:
+            run = await self._student_death(run)
         judged = self.notebook.cells[position]
         notebook.cells[index].outputs = judged.get("outputs", [])
         notebook.cells[index].execution_count = judged.get("execution_count")
         if fatal:
             self.failed = f"the grader's test kernel stopped: {fatal[0]}"
         return run
+
+    async def _student_death(self, run: CellRun) -> CellRun:
+        """After a test cell: when the student's kernel is gone (a function the test called
+        ended it), its cause from the exit status in place of the judge's guess, the cell's run
+        a dead kernel's (memory counts for regrading, as for the student's own cells), and
+        ``student_died`` set, which stops the notebook."""
+        km = self.student_km
+        if km is None or not km.has_kernel or await km.is_alive():
+            return run
+        code = await asyncio.to_thread(exit_status, km)
+        self.student_died = "the student's kernel died during a test: " + how_it_ended(code)
+        if run.status != "error" or run.ename != "StudentKernelError":
+            return run  # the test went on without the kernel (it caught the error, say)
+        if JUDGE_DIED_GUESS in run.evalue:
+            evalue = run.evalue.replace(JUDGE_DIED_GUESS, ": " + how_it_ended(code))
+        else:
+            evalue = f"{run.evalue} ({self.student_died})"
+        return CellRun("dead", run.seconds, run.ename, evalue, run.traceback, exit_code=code)
 
     async def close(self) -> None:
         if self.ready is not None and not self.ready.done():
@@ -501,6 +527,8 @@ async def _execute(
                     break
                 if judge is not None and index in judge.spec.cells:
                     run, fatal = await judge.run(notebook, index, left), None
+                    if judge.student_died:
+                        fatal = (f"{judge.student_died}; later cells were not run", "error")
                 else:
                     run, fatal = await _run_cell(client, notebook, index, left, limits, replies)
                 runs[index] = run

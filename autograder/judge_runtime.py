@@ -321,6 +321,8 @@ class _Judge:
 
     def _check_alive(self, name) -> None:
         if self.pid and not _process_alive(self.pid):
+            # The grader, which sees the exit status, puts the cause in place of the guess in
+            # brackets (execute.JUDGE_DIED_GUESS).
             self.dead = (
                 f"the student's kernel died while running {name} (os._exit, sys.exit in a "
                 "thread, a crash, or more memory than the cap); every later test fails"

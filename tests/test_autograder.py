@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import time
 import zipfile
@@ -64,6 +65,9 @@ LIMITS = Limits(cell_timeout=8, notebook_timeout=60, memory_mb=4096, threads=1)
 SOURCE_GLOBS = (str(TOY_SOURCE), "../../**/source/toy/toy.ipynb", str(TOY_ROOT) + "/**/*.ipynb")
 GRADEBOOK_MARK = Path("/tmp/autograder-test-gradebook")  # the batch's --out (fixed: a cheat
 # must know the absolute path, as a student on a shared grading machine might)
+# A signal from inside: os.kill(os.getpid(), SIGKILL) is ignored where the sandbox makes the
+# kernel its pid namespace's first process.
+CRASH = "import ctypes; ctypes.string_at(0)"
 DETACHED_MARK = 303.1234  # seconds a detached child sleeps: found in /proc if it survived
 
 pytestmark = pytest.mark.timeout(600)
@@ -732,6 +736,14 @@ def batch(tmp_path_factory, release_text):
         "exits_137.ipynb",
         with_solution(correct, "toy_square_solution", "import os\nos._exit(137)"),
     )
+    for student, ending in (("dies_in_a_test", "os._exit(3)"), ("crashes_in_a_test", CRASH)):
+        write(
+            folder,
+            f"{student}.ipynb",
+            with_solution(
+                correct, "toy_double_solution", f"def double(x):\n    import os\n    {ending}"
+            ),
+        )
     write(
         folder,
         "memory_bomb.ipynb",
@@ -976,6 +988,33 @@ def test_a_dead_kernel_says_how_it_ended(batch, student, cause, memory):
     assert scores(batch["table"], student) == {**FULL, "toy_square": 0}
 
 
+@pytest.mark.parametrize(
+    ("student", "cause", "memory"),
+    [
+        ("dies_in_a_test", "it exited with status 3 (os._exit()", False),
+        ("crashes_in_a_test", "it crashed (SIGSEGV)", True),
+    ],
+)
+def test_a_kernel_ended_by_a_tests_call_says_how_and_stops_the_notebook(
+    batch, student, cause, memory
+):
+    """The student's function ends its kernel while the judge calls it: the test's row names
+    the cause from the exit status (not the judge's guess), the notebook stops there, and a
+    signal counts as a memory limit for regrading, as in the student's own cells."""
+    result = json.loads((results_dir(batch["out"], "toy") / f"{student}.json").read_text())
+    rows = {row["question"]: row for row in result["rows"]}
+    assert rows["toy_double"]["message"].startswith(
+        f"the student's kernel died while running double: {cause}"
+    ), rows["toy_double"]["message"]
+    assert execute.JUDGE_DIED_GUESS not in rows["toy_double"]["message"]
+    how = execute.how_it_ended(-signal.SIGSEGV if memory else 3)
+    assert rows["toy_square"]["message"] == (
+        f"not run: the student's kernel died during a test: {how}; later cells were not run"
+    )
+    assert ("memory" in result["limits_hit"]) is memory
+    assert scores(batch["table"], student) == {q: 0 for q in QUESTIONS}
+
+
 def test_how_a_kernel_ended_is_read_from_its_exit_status():
     """Negative statuses are signals (Popen's convention; the sandbox's launcher ends by its
     kernel's signal), so an os._exit(137) is an exit status of its own, not a SIGKILL."""
@@ -1100,9 +1139,10 @@ def test_rerunning_regrades_only_what_is_missing(batch, tmp_path):
 def test_a_rerun_with_higher_limits_regrades_who_ran_out_of_them(batch, tmp_path):
     """Raised limits: only the students whose stored run hit that limit are graded again (the
     batch built them: ``loop`` never ends; ``memory_bomb`` asks for 64 GiB; ``segfaults``
-    crashes its kernel by a signal, as running out of memory in native code can; ``exits``
-    ends its own with ``os._exit(1)``, which no limit explains, and is kept); the others are
-    kept. Lower limits keep everyone."""
+    crashes its kernel by a signal, as running out of memory in native code can, and so does
+    ``crashes_in_a_test`` while a test calls it; ``exits`` and ``dies_in_a_test`` end theirs
+    with ``os._exit``, which no limit explains, and are kept); the others are kept. Lower
+    limits keep everyone."""
     out = tmp_path / "out"
     shutil.copytree(batch["out"], out)
     everyone = len(list(batch["folder"].glob("*.ipynb")))
@@ -1119,7 +1159,11 @@ def test_a_rerun_with_higher_limits_regrades_who_ran_out_of_them(batch, tmp_path
     assert "1 graded again: they ran out of time or memory under lower limits" in "\n".join(lines)
     assert statuses(grades_by_student(out), "loop")["toy_double"] == "timeout"  # still loops
     assert rerun(notebook_timeout=None)[0] == ["loop"]  # no limit is a higher one
-    assert rerun(memory_mb=LIMITS.memory_mb + 1)[0] == ["memory_bomb", "segfaults"]
+    assert rerun(memory_mb=LIMITS.memory_mb + 1)[0] == [
+        "crashes_in_a_test",
+        "memory_bomb",
+        "segfaults",
+    ]
     assert rerun(cell_timeout=2, notebook_timeout=30, memory_mb=2048)[0] == []
     assert read_csv(out / "grades.csv") == read_csv(batch["out"] / "grades.csv")
 

@@ -24,7 +24,7 @@ from toy import TOY_ROOT
 from autograder import grade
 from autograder import judge_runtime as jr
 from autograder.course import Course
-from autograder.execute import Limits, kernel_env
+from autograder.execute import JUDGE_DIED_GUESS, Limits, kernel_env
 from helpers.pruning import random_vgg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -434,10 +434,14 @@ def test_a_dead_kernel_fails_every_later_call(tmp_path):
     try:
         kernel.run("import os\n\ndef die():\n    os._exit(1)\n\ndef one():\n    return 1\n")
         judge, ns = kernel.judge(["die", "one"])
-        with pytest.raises(jr.StudentKernelError, match="died"):
+        with pytest.raises(jr.StudentKernelError, match="died") as died:
             ns["die"]()
         with pytest.raises(jr.StudentKernelError, match="died"):
             ns["one"]()
+        # the guess the grader replaces with the cause it reads from the exit status
+        assert str(died.value).startswith(
+            "the student's kernel died while running die" + JUDGE_DIED_GUESS
+        )
     finally:
         kernel.close()
 
