@@ -751,13 +751,23 @@ def batch(tmp_path_factory, release_text):
     )
     write(
         folder,
+        "names_its_input.ipynb",
+        with_solution(
+            correct,
+            "toy_double_solution",
+            "def double(x):\n    if x < 0:\n        raise ValueError(f'got {x!r}')\n"
+            "    return SCALE * x",
+        ),
+    )
+    write(
+        folder,
         "noisy.ipynb",
         with_solution(
             correct,
             "toy_double_solution",
             "def double(x):\n    warnings.warn('double is deprecated', DeprecationWarning)\n"
             "    warnings.warn('careful')\n    print('to stderr', file=sys.stderr)\n"
-            "    return SCALE * x",
+            "    print(f'double got {x!r}')\n    return SCALE * x",
         ),
     )
     write(
@@ -1040,6 +1050,19 @@ def test_a_kernel_has_a_user_name_and_its_own_temporary_folder(batch):
 def test_warnings_and_stderr_cost_nothing(batch):
     assert scores(batch["table"], "noisy") == FULL
     assert statuses(batch["table"], "noisy")["toy_double"] == "ok"
+
+
+def test_feedback_leaves_out_prints_under_tests_but_not_error_messages(batch):
+    """As the README says: what the student's function prints while a test calls it stays out
+    of the feedback page (test cells' outputs are left out), but an error it raises is the
+    verdict's message, so a message that names its argument shows a hidden test's input."""
+    page = (batch["out"] / "feedback" / "noisy" / "toy.html").read_text()
+    page = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "print(f'double got {x!r}')" in page  # their code is there ...
+    assert "double got 2" not in page and "double got -3" not in page  # ... not its prints
+    rows = json.loads((results_dir(batch["out"], "toy") / "names_its_input.json").read_text())
+    (row,) = [row for row in rows["rows"] if row["question"] == "toy_double"]
+    assert row["message"] == "failed a hidden test: ValueError: got -3"
 
 
 CHEATS = ("patches_builtins", "strips_asserts", "reads_history", "reads_source", "writes_gradebook")
