@@ -64,15 +64,37 @@ def get_sparsity(tensor: torch.Tensor) -> float:
     return 1.0 - int(tensor.count_nonzero()) / numel
 
 
+def _refuse_pruning_masks(model: nn.Module, what: str) -> None:
+    """Stop with a clear message on a model pruned with ``torch.nn.utils.prune`` whose masks are
+    still attached: its parameters are the unmasked ``weight_orig`` (the masked ``weight`` is a
+    plain attribute), so counting zeros among them would find none of the pruned ones."""
+    for module_name, module in model.named_modules():
+        for name, _ in module.named_parameters(recurse=False):
+            if name.endswith("_orig") and hasattr(module, name[: -len("_orig")] + "_mask"):
+                where = f"{module_name}.{name}" if module_name else name
+                raise ValueError(
+                    f"{what} counts zeros among the model's parameters, but {where} is the "
+                    "unmasked weight of a torch.nn.utils.prune mask, which is still attached: "
+                    "count the zeros of module.weight instead, or call prune.remove first"
+                )
+
+
 def get_num_parameters(model: nn.Module, count_nonzero_only: bool = False) -> int:
-    """Number of parameters of ``model`` (only the nonzero ones if ``count_nonzero_only``)."""
+    """Number of parameters of ``model`` (only the nonzero ones if ``count_nonzero_only``).
+
+    With ``count_nonzero_only``, a model with ``torch.nn.utils.prune`` masks still attached is
+    refused (``ValueError``): its parameters are the unmasked weights.
+    """
     if count_nonzero_only:
+        _refuse_pruning_masks(model, "get_num_parameters(count_nonzero_only=True)")
         return sum(int(p.count_nonzero()) for p in model.parameters())
     return sum(p.numel() for p in model.parameters())
 
 
 def get_model_sparsity(model: nn.Module) -> float:
-    """Fraction of all of the model's parameters that are exactly zero."""
+    """Fraction of all of the model's parameters that are exactly zero (a model with
+    ``torch.nn.utils.prune`` masks still attached is refused, as in ``get_num_parameters``)."""
+    _refuse_pruning_masks(model, "get_model_sparsity")
     numel = get_num_parameters(model)
     if numel == 0:
         return 0.0
@@ -85,6 +107,8 @@ def get_model_size(model: nn.Module, data_width: int = 32, count_nonzero_only: b
     This ignores index overhead; for the real cost of storing a pruned tensor see
     ``sparse_size_bits``.
     """
+    if count_nonzero_only:
+        _refuse_pruning_masks(model, "get_model_size(count_nonzero_only=True)")
     return get_num_parameters(model, count_nonzero_only) * data_width
 
 
@@ -109,8 +133,10 @@ def sparse_size_bits(
             rows = dim 0 (output channels) and cols = all other dims (a 0-d or 1-d tensor is
             one row). Stores the nonzero values, one column index per value and ``rows + 1``
             row pointers: ``nnz * data_width + nnz * index_width + (rows + 1) * index_width``.
-            Same layout as ``torch.Tensor.to_sparse_csr`` (whose indices are int64, so
-            ``index_width=64`` reproduces its byte count).
+            The layout of ``torch.Tensor.to_sparse_csr`` on that matrix view,
+            ``tensor.reshape(rows, -1)`` (its indices are int64, so ``index_width=64``
+            reproduces its byte count; on a 4-d tensor itself it would treat the leading
+            dims as batches).
         ``"bitmask"``: one bit per element saying whether it is kept, plus the nonzero
             values: ``numel + nnz * data_width``.
         ``"coo"``: coordinate list, every nonzero stores its value and one index per
@@ -147,8 +173,10 @@ def size_report(
     One row per parameter (only conv/linear weights, i.e. tensors with 2+ dims, if
     ``weights_only``), then a ``"total"`` row. Keys: ``layer``, ``shape``, ``numel``, ``nnz``,
     ``sparsity``, ``dense_bits``, ``csr_bits``, ``bitmask_bits``, ``coo_bits``.
-    The rows can be passed straight to ``helpers.plots.plot_comparison_table``.
+    The rows can be passed straight to ``helpers.plots.plot_comparison_table``. A model with
+    ``torch.nn.utils.prune`` masks still attached is refused, as in ``get_num_parameters``.
     """
+    _refuse_pruning_masks(model, "size_report")
     rows: list[dict[str, Any]] = []
     for name, param in model.named_parameters():
         if weights_only and param.dim() <= 1:

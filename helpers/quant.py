@@ -92,8 +92,10 @@ def state_dict_bytes(obj: nn.Module | Mapping[str, Any], compress: bool = False)
     """Bytes that ``torch.save(state_dict)`` writes for ``obj`` (a model or a state dict).
 
     The state dict is saved into an in-memory buffer: the number is the size of the ``.pth``
-    file ``torch.save(obj.state_dict(), path)`` writes, to within a few bytes (the zip records
-    inside are named after the file, ``archive`` for a buffer). With ``compress``,
+    file ``torch.save(obj.state_dict(), path)`` writes: exactly for a file named
+    ``archive.pth``; otherwise it differs by tens of bytes per tensor (the zip records inside
+    are named after the file, ``archive`` for a buffer, and padded to 64-byte boundaries): a
+    few kB for a VGG, next to its MiB. With ``compress``,
     the bytes after zlib compression (level 6, like zip): zeros from pruning only make a file
     smaller once it is compressed or stored in a sparse format.
     """

@@ -47,8 +47,16 @@ def _holds_integer_weights(model: nn.Module) -> bool:
     )
 
 
+def _move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``, copied asynchronously only towards an accelerator: a copy to
+    the CPU made with ``non_blocking=True`` can be read before it has landed (PyTorch's guide
+    to ``non_blocking`` and ``pin_memory``), as when a CPU model (int8) is evaluated on batches
+    that live on the GPU."""
+    return tensor.to(device, non_blocking=device.type != "cpu")
+
+
 def _to_device(inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
-    inputs = inputs.to(device, non_blocking=True)
+    inputs = _move(inputs, device)
     if device.type == "cuda" and inputs.dim() == 4:
         # channels_last inputs make cuDNN run the whole conv stack in NHWC; the model's own
         # weights stay contiguous so that students' `.view` calls on them keep working.
@@ -107,7 +115,7 @@ def train(
         if max_steps is not None and step >= max_steps:
             break
         inputs = _to_device(inputs, device)
-        targets = targets.to(device, non_blocking=True)
+        targets = _move(targets, device)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device):
             outputs = model(inputs)
@@ -154,7 +162,7 @@ def evaluate(
     try:
         for inputs, targets in tqdm(dataloader, desc="eval", leave=False, disable=not verbose):
             inputs = _to_device(inputs, device)
-            targets = targets.to(device, non_blocking=True)
+            targets = _move(targets, device)
             for preprocess in extra_preprocess or ():
                 inputs = preprocess(inputs)
             with _autocast(device, use_autocast):

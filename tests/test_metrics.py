@@ -243,3 +243,26 @@ def test_size_report_shows_when_sparse_formats_pay_off():
     sparse_row = size_report(layer)[0]
     assert sparse_row["csr_bits"] < sparse_row["dense_bits"]
     assert sparse_row["bitmask_bits"] < sparse_row["csr_bits"]
+
+
+def test_counts_of_zeros_refuse_a_model_with_prune_masks_attached():
+    """With torch.nn.utils.prune's masks attached the parameters are the unmasked weight_orig:
+    counting their zeros would report none of the pruned weights. The counts of zeros stop with
+    a message saying what to do; the dense counts and a model after prune.remove are fine."""
+    import torch.nn.utils.prune as prune
+
+    model = VGG(SMALL_VGG_ARCH)
+    dense, nonzero = get_num_parameters(model), get_num_parameters(model, count_nonzero_only=True)
+    prune.l1_unstructured(model.backbone.conv1, "weight", amount=0.5)
+    for count in (
+        lambda: get_num_parameters(model, count_nonzero_only=True),
+        lambda: get_model_sparsity(model),
+        lambda: get_model_size(model, count_nonzero_only=True),
+        lambda: size_report(model),
+    ):
+        with pytest.raises(ValueError, match=r"backbone\.conv1\.weight_orig .*prune\.remove"):
+            count()
+    assert get_num_parameters(model) == dense  # weight_orig has the weight's shape
+    prune.remove(model.backbone.conv1, "weight")
+    zeros = model.backbone.conv1.weight.numel() // 2
+    assert get_num_parameters(model, count_nonzero_only=True) == nonzero - zeros

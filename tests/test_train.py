@@ -191,6 +191,28 @@ def test_evaluate_restores_training_flags_and_leaves_statistics_alone(data):
     assert not any(m.training for m in model.modules())
 
 
+def test_batches_reach_a_cpu_model_by_blocking_copies(data, monkeypatch):
+    """A copy to the CPU made with non_blocking=True may be read before it lands (batches on
+    the GPU, an int8 model on the CPU): train and evaluate never ask for one, and still do
+    towards an accelerator (the meta device stands in for one here)."""
+    asked: list[tuple[str, bool]] = []
+    original = torch.Tensor.to
+
+    def recording_to(self, *args, **kwargs):
+        moved = original(self, *args, **kwargs)
+        asked.append((moved.device.type, bool(kwargs.get("non_blocking", False))))
+        return moved
+
+    monkeypatch.setattr(torch.Tensor, "to", recording_to)
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    train(model, loaders(data)["train"], nn.CrossEntropyLoss(), optimizer, max_steps=2)
+    evaluate(model, loaders(data)["test"], verbose=False)
+    assert ("cpu", False) in asked and ("cpu", True) not in asked
+    helpers.train._move(torch.zeros(2), torch.device("meta"))
+    assert asked[-1] == ("meta", True)
+
+
 def test_plain_dataloader_works_like_the_device_loader(data):
     """Do train and evaluate accept a torch DataLoader over a TensorDataset, same numbers?"""
     model = tiny_model()
