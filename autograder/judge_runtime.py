@@ -239,17 +239,24 @@ class _Judge:
             )
             left = self.cell_timeout - (time.monotonic() - self.cell_started)
             timeout = max(1.0, left)
-            self._execute(code, timeout, name)
+            raised = self._execute(code, timeout, name)
             data = _read_regular_file(response, folder)
             if data is None and not self.dead:  # the handler is not there (yet, or any more)
-                self._execute(STUDENT_SNIPPET, timeout, name)
-                self._execute(code, timeout, name)
+                raised = self._execute(STUDENT_SNIPPET, timeout, name)
+                raised = self._execute(code, timeout, name) or raised
                 data = _read_regular_file(response, folder)
             if data is None:
-                raise StudentKernelError(
-                    f"the student's kernel sent no answer for {name} (it may have been changed "
-                    "so that it no longer runs the grader's requests)"
+                why = (
+                    f"the grader's request failed there with {raised}"
+                    if raised
+                    else "it may have been changed so that it no longer runs the grader's requests"
                 )
+                if "failed to map segment" in raised or raised.startswith("MemoryError"):
+                    why += (
+                        "; out of address space: the memory cap (grade --memory-mb) may be "
+                        "below what importing its libraries maps"
+                    )
+                raise StudentKernelError(f"the student's kernel sent no answer for {name} ({why})")
             try:
                 return load_safely(data, self.shell.user_ns)
             except Exception as error:  # noqa: BLE001 (refused by the allow-lists)
@@ -288,8 +295,12 @@ class _Judge:
             raise GraderFilesTampered(self.dead)
         return folder
 
-    def _execute(self, code: str, timeout: float, name) -> None:
+    def _execute(self, code: str, timeout: float, name) -> str:
+        """Run ``code`` in the student's kernel, forwarding its prints; returns the error it
+        raised at the top level, as ``"Name: value"`` (``""`` when none): the request handler
+        itself failing, not the student's function, whose errors travel in the response."""
         msg_id = self.client.execute(code, store_history=False, allow_stdin=False)
+        raised = ""
         deadline = time.monotonic() + timeout
         printed = 0
         idle = False
@@ -316,8 +327,11 @@ class _Judge:
                 text = content.get("text", "")[: OUTPUT_BYTES - printed]
                 printed += len(text)
                 (sys.stderr if content.get("name") == "stderr" else sys.stdout).write(text)
+            elif kind == "error":
+                raised = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"[:500]
             elif kind == "status" and content.get("execution_state") == "idle":
                 idle = True
+        return raised
 
     def _check_alive(self, name) -> None:
         if self.pid and not _process_alive(self.pid):

@@ -446,6 +446,36 @@ def test_a_dead_kernel_fails_every_later_call(tmp_path):
         kernel.close()
 
 
+def test_a_request_that_fails_in_the_students_kernel_says_with_what(tmp_path):
+    """When the grader's own request code fails in the student's kernel (here its pickle.load
+    replaced; under torch 2.10's CUDA build, importing torch past the memory cap), the error
+    is named, and one of memory comes with a hint at the cap."""
+    kernel = Student(tmp_path)
+    try:
+        kernel.run("def one():\n    return 1\n")
+        judge, ns = kernel.judge(["one"])
+        assert ns["one"]() == 1
+        kernel.run(
+            "import pickle\n"
+            "def refuse(*args, **kwargs):\n    raise OSError('no reading today')\n"
+            "pickle.load = refuse\n"
+        )
+        with pytest.raises(jr.StudentKernelError) as refused:
+            ns["one"]()
+        assert str(refused.value) == (
+            "the student's kernel sent no answer for one (the grader's request failed there "
+            "with OSError: no reading today)"
+        )
+        kernel.run(
+            "def refuse(*args, **kwargs):\n    raise MemoryError('cannot allocate')\n"
+            "pickle.load = refuse\n"
+        )
+        with pytest.raises(jr.StudentKernelError, match=r"MemoryError: cannot allocate; out of"):
+            ns["one"]()
+    finally:
+        kernel.close()
+
+
 def test_prepared_fx_models_pickle_where_torch_trips_on_string_globals(monkeypatch):
     """With PyTorch 2.11's import block (it asks a string global for its __name__), does the
     judge's fix let a prepared FX model travel, and arrive computing the same?"""
