@@ -457,11 +457,12 @@ class _Judge:
         if km is None or not km.has_kernel or await km.is_alive():
             return run
         code = await asyncio.to_thread(exit_status, km)
-        self.student_died = "the student's kernel died during a test: " + how_it_ended(code)
+        how = how_it_ended(code)
+        self.student_died = "the student's kernel died during a test: " + how
         if run.status != "error" or run.ename != "StudentKernelError":
             return run  # the test went on without the kernel (it caught the error, say)
         if JUDGE_DIED_GUESS in run.evalue:
-            evalue = run.evalue.replace(JUDGE_DIED_GUESS, ": " + how_it_ended(code))
+            evalue = run.evalue.replace(JUDGE_DIED_GUESS, ": " + how)
         else:
             evalue = f"{run.evalue} ({self.student_died})"
         return CellRun("dead", run.seconds, run.ename, evalue, run.traceback, exit_code=code)

@@ -64,7 +64,7 @@ def get_sparsity(tensor: torch.Tensor) -> float:
     return 1.0 - int(tensor.count_nonzero()) / numel
 
 
-def _refuse_pruning_masks(model: nn.Module, what: str) -> None:
+def _refuse_pruning_masks(model: nn.Module) -> None:
     """Stop with a clear message on a model pruned with ``torch.nn.utils.prune`` whose masks are
     still attached: its parameters are the unmasked ``weight_orig`` (the masked ``weight`` is a
     plain attribute), so counting zeros among them would find none of the pruned ones."""
@@ -73,7 +73,7 @@ def _refuse_pruning_masks(model: nn.Module, what: str) -> None:
             if name.endswith("_orig") and hasattr(module, name[: -len("_orig")] + "_mask"):
                 where = f"{module_name}.{name}" if module_name else name
                 raise ValueError(
-                    f"{what} counts zeros among the model's parameters, but {where} is the "
+                    f"cannot count the zeros among the model's parameters: {where} is the "
                     "unmasked weight of a torch.nn.utils.prune mask, which is still attached: "
                     "count the zeros of module.weight instead, or call prune.remove first"
                 )
@@ -86,7 +86,7 @@ def get_num_parameters(model: nn.Module, count_nonzero_only: bool = False) -> in
     refused (``ValueError``): its parameters are the unmasked weights.
     """
     if count_nonzero_only:
-        _refuse_pruning_masks(model, "get_num_parameters(count_nonzero_only=True)")
+        _refuse_pruning_masks(model)
         return sum(int(p.count_nonzero()) for p in model.parameters())
     return sum(p.numel() for p in model.parameters())
 
@@ -94,7 +94,6 @@ def get_num_parameters(model: nn.Module, count_nonzero_only: bool = False) -> in
 def get_model_sparsity(model: nn.Module) -> float:
     """Fraction of all of the model's parameters that are exactly zero (a model with
     ``torch.nn.utils.prune`` masks still attached is refused, as in ``get_num_parameters``)."""
-    _refuse_pruning_masks(model, "get_model_sparsity")
     numel = get_num_parameters(model)
     if numel == 0:
         return 0.0
@@ -107,8 +106,6 @@ def get_model_size(model: nn.Module, data_width: int = 32, count_nonzero_only: b
     This ignores index overhead; for the real cost of storing a pruned tensor see
     ``sparse_size_bits``.
     """
-    if count_nonzero_only:
-        _refuse_pruning_masks(model, "get_model_size(count_nonzero_only=True)")
     return get_num_parameters(model, count_nonzero_only) * data_width
 
 
@@ -176,7 +173,7 @@ def size_report(
     The rows can be passed straight to ``helpers.plots.plot_comparison_table``. A model with
     ``torch.nn.utils.prune`` masks still attached is refused, as in ``get_num_parameters``.
     """
-    _refuse_pruning_masks(model, "size_report")
+    _refuse_pruning_masks(model)
     rows: list[dict[str, Any]] = []
     for name, param in model.named_parameters():
         if weights_only and param.dim() <= 1:
