@@ -28,6 +28,7 @@ import nbformat
 import pytest
 from toy import (
     QUESTIONS,
+    TOY_LIMITS,
     TOY_ROOT,
     TOY_SOURCE,
     answered,
@@ -39,7 +40,7 @@ from toy import (
 
 from autograder import cli, execute, grade, report
 from autograder.course import REPO_ROOT, Course
-from autograder.execute import CellRun, Limits
+from autograder.execute import CellRun
 from autograder.grade import (
     Settings,
     Submission,
@@ -60,9 +61,7 @@ from autograder.release import committed_matches, generate
 from autograder.run import extract_figures, run_lab
 
 FULL = {"toy_double": 3, "toy_square": 2, "toy_q_why": 0}
-# memory: above what importing a CUDA build of torch maps (3.1 GiB for 2.14.1+cu130, 4.7 GiB
-# for 2.10.0+cu128), which a toy kernel does only when the judge's first request arrives.
-LIMITS = Limits(cell_timeout=8, notebook_timeout=60, memory_mb=6144, threads=1)
+LIMITS = TOY_LIMITS
 # Where a cheat looks for the source notebook: relative and absolute paths.
 SOURCE_GLOBS = (str(TOY_SOURCE), "../../**/source/toy/toy.ipynb", str(TOY_ROOT) + "/**/*.ipynb")
 GRADEBOOK_MARK = Path("/tmp/autograder-test-gradebook")  # the batch's --out (fixed: a cheat

@@ -18,18 +18,15 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from toy import TOY_ROOT, answered, read_csv, with_solution
+from toy import TOY_LIMITS, TOY_ROOT, answered, read_csv, with_solution
 
 from autograder import cli
 from autograder.course import Course
-from autograder.execute import Limits
 from autograder.export import VISIBILITIES
 from autograder.grade import Settings, grade_batch, load_results, results_dir, write_json_atomic
 from autograder.tables import write_csvs
 
-# memory: above what importing a CUDA build of torch maps (3.1 GiB for 2.14.1+cu130, 4.7 GiB
-# for 2.10.0+cu128), which a toy kernel does only when the judge's first request arrives.
-LIMITS = Limits(cell_timeout=8, notebook_timeout=60, memory_mb=6144, threads=1)
+LIMITS = TOY_LIMITS
 OTHER_LAB = "toy_copy"  # the second lab, derived from the toy's real results
 ABSENT = "empty"  # the student who has no result for the second lab
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from toy import QUESTIONS, TOY_ROOT, answered, read_csv, with_solution
+from toy import QUESTIONS, TOY_LIMITS, TOY_ROOT, answered, read_csv, with_solution
 
 from autograder import cli, forking, grade
 from autograder.cli import stop_on_signals
@@ -120,13 +120,13 @@ def kernels(processes: dict[int, str], root: Path) -> dict[int, str]:
 
 def grade_command(tmp_path: Path, students: list[str]) -> tuple[list[str], dict[str, str]]:
     """The `grade` command over the submissions (two workers) and its environment, with
-    TMPDIR inside ``tmp_path`` (memory: above the 4.7 GiB a CUDA build of torch 2.10 maps on
-    import, as in test_autograder's LIMITS)."""
+    TMPDIR inside ``tmp_path``."""
     command = [
         sys.executable, "-m", "autograder", "grade", "--course", str(TOY_ROOT), "--lab", "toy",
         *(str(tmp_path / "submissions" / f"{s}.ipynb") for s in students),
         "--out", str(tmp_path / "out"), "--jobs", "2", "--timeout", "20",
-        "--notebook-timeout", "60", "--memory-mb", "6144", "--threads", "1", "--no-progress",
+        "--notebook-timeout", "60", "--memory-mb", str(TOY_LIMITS.memory_mb), "--threads", "1",
+        "--no-progress",
     ]  # fmt: skip
     (tmp_path / "tmp").mkdir()
     return command, {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}

@@ -17,18 +17,15 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from toy import TOY_ROOT, answered, cell_by_id, read_csv, with_solution
+from toy import TOY_LIMITS, TOY_ROOT, answered, cell_by_id, read_csv, with_solution
 
 from autograder import cli, grade
 from autograder.course import COURSE_ROOT, Course
-from autograder.execute import Limits
 from autograder.grade import Settings, grade_batch, load_results
 from autograder.notebooks import TEXT_STUB
 from autograder.written import NO_ANSWER, SCORES_COLUMNS, scores_path
 
-# memory: above what importing a CUDA build of torch maps (3.1 GiB for 2.14.1+cu130, 4.7 GiB
-# for 2.10.0+cu128), which a toy kernel does only when the judge's first request arrives.
-LIMITS = Limits(cell_timeout=8, notebook_timeout=60, memory_mb=6144, threads=1)
+LIMITS = TOY_LIMITS
 QUESTION = "toy_q_why"
 HTML_ANSWER = "Because <script>alert('x')</script> signs & <b>cancel</b>."
 COURSE = ["--course", str(TOY_ROOT)]

@@ -9,11 +9,16 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.execute import Limits
 from autograder.notebooks import strip_hidden
 
 TOY_ROOT = Path(__file__).parent / "fixtures" / "toy"
 TOY_SOURCE = TOY_ROOT / "source" / "toy" / "toy.ipynb"
 QUESTIONS = ["toy_double", "toy_square", "toy_q_why"]
+# The limits the toy's tests grade under. Memory: above what importing a CUDA build of torch
+# maps (3.1 GiB for 2.14.1+cu130, 4.7 GiB for 2.10.0+cu128), which a toy kernel does only when
+# the judge's first request arrives.
+TOY_LIMITS = Limits(cell_timeout=8, notebook_timeout=60, memory_mb=6144, threads=1)
 
 
 def source_nb() -> nbformat.NotebookNode:
