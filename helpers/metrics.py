@@ -64,13 +64,26 @@ def get_sparsity(tensor: torch.Tensor) -> float:
     return 1.0 - int(tensor.count_nonzero()) / numel
 
 
+def masked_name(module: nn.Module, param_name: str) -> str | None:
+    """``"weight"`` if ``module``'s parameter ``param_name`` is ``"weight_orig"``, the unmasked
+    weight behind a ``torch.nn.utils.prune`` mask that is still attached (the masked ``weight``
+    the module computes with is then a plain attribute); ``None`` for any other parameter."""
+    if param_name.endswith("_orig"):
+        base = param_name[: -len("_orig")]
+        if hasattr(module, base + "_mask") and isinstance(
+            getattr(module, base, None), torch.Tensor
+        ):
+            return base
+    return None
+
+
 def _refuse_pruning_masks(model: nn.Module) -> None:
     """Stop with a clear message on a model pruned with ``torch.nn.utils.prune`` whose masks are
     still attached: its parameters are the unmasked ``weight_orig`` (the masked ``weight`` is a
     plain attribute), so counting zeros among them would find none of the pruned ones."""
     for module_name, module in model.named_modules():
         for name, _ in module.named_parameters(recurse=False):
-            if name.endswith("_orig") and hasattr(module, name[: -len("_orig")] + "_mask"):
+            if masked_name(module, name) is not None:
                 where = f"{module_name}.{name}" if module_name else name
                 raise ValueError(
                     f"cannot count the zeros among the model's parameters: {where} is the "

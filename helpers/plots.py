@@ -24,7 +24,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 from torch import nn
 
-from helpers.metrics import get_sparsity
+from helpers.metrics import get_sparsity, masked_name
 
 KEPT_COLOR = "#1f77b4"  # weights that stay (and the main data series)
 PRUNED_COLOR = "#d9d9d9"  # weights set to zero
@@ -83,8 +83,22 @@ def _panel_grid(num_panels: int, sharey: bool = False) -> tuple[Figure, list[Any
 
 
 def _weight_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Conv and linear weights: the parameters with two or more dimensions."""
-    return [(name, p.detach()) for name, p in model.named_parameters() if p.dim() > 1]
+    """Conv and linear weights: the parameters with two or more dimensions, in the order of
+    ``model.named_parameters()``. Where a ``torch.nn.utils.prune`` mask is still attached, the
+    masked ``weight`` the module computes with stands in for the unmasked ``weight_orig``, under
+    the name ``...weight``, so a plot drawn before ``prune.remove`` shows the pruned weights."""
+    tensors = []
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if param.dim() < 2 or id(param) in seen:
+                continue
+            seen.add(id(param))
+            masked = masked_name(module, name)
+            if masked is not None:
+                name, param = masked, getattr(module, masked)
+            tensors.append((f"{module_name}.{name}" if module_name else name, param.detach()))
+    return tensors
 
 
 def _compact(count: float) -> str:

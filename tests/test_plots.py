@@ -10,6 +10,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 from torch import nn
+from torch.nn.utils import prune
 
 from helpers import plots
 from helpers.models import VGG
@@ -70,6 +71,26 @@ def test_weight_distribution_drops_unused_grid_cells():
     fig = plots.plot_weight_distribution(model, count_nonzero_only=True)
     assert len(fig.axes) == 4
     assert fig.axes[3].texts[0].get_text() == "all zero"
+
+
+def test_plots_of_a_model_with_prune_masks_attached_show_the_masked_weights():
+    """Before ``prune.remove``, do both weight plots show the weights the model computes with
+    (``module.weight``, half zero here), named ``weight``, and not the unmasked ``weight_orig``?"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 4))
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    assert int(model[0].weight_orig.count_nonzero()) == model[0].weight.numel()  # unmasked
+    fig = plots.plot_weight_distribution(model, count_nonzero_only=True)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "0.weight, sparsity 0.50",
+        "3.weight, sparsity 0.00",
+    ]
+    plt.close(fig)
+    fig = plots.plot_num_parameters_distribution(model, count_nonzero_only=True)
+    (ax,) = fig.axes
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["0.weight", "3.weight"]
+    assert [patch.get_height() for patch in ax.patches] == [216, 32, 108, 32]  # all, then nonzero
+    plt.close(fig)
 
 
 def test_sensitivity_scan_panels_and_reference_lines(tmp_path):
