@@ -575,6 +575,12 @@ def _take_rows(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return images[index]
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The generator seed of ``DeviceLoader``'s epoch ``epoch`` under ``seed``: NumPy's
+    ``SeedSequence`` hash of the pair, so distinct pairs give unrelated streams."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
+
+
 class DeviceLoader:
     """Batches of ``(inputs, targets)`` from uint8 images held on the device.
 
@@ -583,7 +589,9 @@ class DeviceLoader:
     zero-padded copy (padding 4, like ``RandomCrop(32, padding=4)``) and flipped with
     probability 0.5, for whole batches at once on the device. Epoch ``e`` (counting the
     iterations over this loader from 0, see ``epoch``) draws its order and augmentation from
-    a CPU ``torch.Generator`` seeded with ``seed + e``, so runs repeat exactly on CPU and CUDA.
+    a CPU ``torch.Generator`` seeded with ``epoch_seed(seed, e)``, so runs repeat exactly on CPU
+    and CUDA, and two seeds share no epoch's order (as ``seed + e`` would: seed 1's epoch 0
+    would be seed 0's epoch 1).
     """
 
     def __init__(
@@ -606,6 +614,8 @@ class DeviceLoader:
             raise ValueError(f"{len(images)} images but labels of shape {tuple(labels.shape)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.device = torch.device(device) if device is not None else get_device()
         self.images = images.to(self.device)  # (N, C, H, W) uint8
         self.labels = labels.to(self.device)  # (N,) int64
@@ -613,11 +623,11 @@ class DeviceLoader:
         self.shuffle = shuffle
         self.augment = augment
         self.drop_last = drop_last
-        self.seed = seed
+        self.seed = int(seed)
         self.padding = padding
         self.channels_last = channels_last
         self.num_samples = len(images)
-        self.epoch = 0  # the next iteration uses seed + epoch; assign to jump to an epoch
+        self.epoch = 0  # the next iteration's epoch; assign to jump to an epoch
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -632,7 +642,7 @@ class DeviceLoader:
 
     def _plan(self, epoch: int) -> tuple[torch.Tensor | None, ...]:
         """(order, top, left, flip) of an epoch, on the device; None where unused."""
-        g = torch.Generator().manual_seed(self.seed + epoch)
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         n = self.num_samples
         order = torch.randperm(n, generator=g) if self.shuffle else None
         top = left = flip = None

@@ -376,7 +376,8 @@ def test_device_loader_yields_float_in_unit_range_and_counts_batches():
 
 
 def test_augmentation_is_deterministic_under_seed_and_varies_with_seed_and_epoch():
-    """Same seed: same batches; other seed or next epoch: different; epoch e == seed + e."""
+    """Same seed: same batches; other seed or next epoch: different; jumping to an epoch by
+    assigning ``epoch`` gives that epoch's batches."""
     data = make_synthetic(64, 10)
 
     def make(seed: int) -> DeviceLoader:
@@ -390,7 +391,30 @@ def test_augmentation_is_deterministic_under_seed_and_varies_with_seed_and_epoch
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a0, b0, strict=True))
     assert not torch.equal(a0[0][0], c0[0][0])
     assert not torch.equal(a0[0][0], a1[0][0])
-    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a1, c0, strict=True))  # seed 5 + 1
+    jumped = make(5)
+    jumped.epoch = 1
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a1, batches(jumped), strict=True))
+
+
+def test_no_two_seeds_share_an_epochs_order():
+    """Seeds 0-4 over epochs 0-4: are all 25 shuffles different? (With ``seed + epoch`` as the
+    generator seed, seed s's epoch e + 1 was seed s + 1's epoch e: only 9 distinct orders here.)"""
+    n = 64
+    labels = torch.arange(n) % 10
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
+    orders = set()
+    for seed in range(5):
+        loader = DeviceLoader(images, labels, n, shuffle=True, seed=seed, device="cpu")
+        for _ in range(5):
+            ((x, _),) = list(loader)
+            orders.add(tuple(int(v) for v in (x[:, 0, 0, 0] * 255).round()))
+    assert len(orders) == 25
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_loader_refuses_a_seed_that_is_not_a_non_negative_integer(seed):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        DeviceLoader(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.zeros(4), 2, seed=seed)
 
 
 def test_augmentation_keeps_labels_aligned():
