@@ -23,20 +23,47 @@ def main(argv: list[str] | None = None) -> int:
 
         return cli(rest)
     if command == "checkpoint":
-        from helpers.checkpoints import CheckpointError, find_or_download_checkpoint
-
-        try:
-            print(f"dense checkpoint: {find_or_download_checkpoint()}")
-        except CheckpointError as error:
-            print(error, file=sys.stderr)
-            return 1
-        return 0
+        if rest:
+            print(
+                "python -m helpers checkpoint takes no arguments: it finds the dense VGG in "
+                "LAB_DATA (or downloads it there) and checks that it loads into the course VGG",
+                file=sys.stderr,
+            )
+            return 0 if rest in (["-h"], ["--help"]) else 2
+        return _checkpoint()
     if command == "train-dense":
         from helpers.train import train_dense_cli
 
         return train_dense_cli(rest)
     print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
+
+
+def _checkpoint() -> int:
+    """Find (or download) the dense checkpoint, then load it: a file that is there but broken
+    (an error page, a copy cut short, another model) fails here, not in a lab's first cell."""
+    import torch
+
+    from helpers.checkpoints import (
+        CheckpointError,
+        find_or_download_checkpoint,
+        load_state_dict_file,
+        verify_state_dict,
+    )
+    from helpers.models import VGG
+    from helpers.profiles import VGG_ARCH
+
+    try:
+        path = find_or_download_checkpoint()
+        state_dict = load_state_dict_file(path)
+        with torch.device("meta"):
+            reference = VGG(VGG_ARCH)
+        verify_state_dict(state_dict, reference, path)
+    except CheckpointError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"dense checkpoint: {path} (loads into the course VGG: {len(state_dict)} tensors)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -123,8 +123,14 @@ def _extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def _looks_like_torch_file(path: Path) -> bool:
     """Whether the file starts like a torch.save file: a zip archive or a legacy pickle."""
-    with open(path, "rb") as file:
-        head = file.read(4)
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError as error:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({error.strerror}): ask its owner to make it "
+            f"readable (chmod a+r {path}), or copy it somewhere of yours and set LAB_DATA there"
+        ) from error
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
@@ -182,10 +188,20 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     os.close(fd)
     try:
         torch.save(obj, tmp_name)
-        os.replace(tmp_name, path)
+        _publish(Path(tmp_name), path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
     return path
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` (made by ``mkstemp``: readable by its owner only) to ``path`` with the
+    permissions a plain ``open`` would have given it (the umask's), so that a checkpoint in a
+    shared ``LAB_DATA`` can be read by the other users."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, **meta: Any) -> Path:
@@ -226,7 +242,8 @@ def find_or_download_checkpoint(root: str | Path | None = None) -> Path:
         return path
     root.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
-    reference = VGG(VGG_ARCH)
+    with torch.device("meta"):  # shapes only: no weights drawn from the global generator
+        reference = VGG(VGG_ARCH)
     for url, sha256 in checkpoint_sources():
         fd, tmp_name = tempfile.mkstemp(prefix=DENSE_CHECKPOINT + ".", suffix=".part", dir=root)
         os.close(fd)
@@ -235,7 +252,7 @@ def find_or_download_checkpoint(root: str | Path | None = None) -> Path:
             print(f"downloading {DENSE_CHECKPOINT} from {url}")
             torch.hub.download_url_to_file(url, str(tmp), hash_prefix=sha256, progress=True)
             verify_state_dict(load_state_dict_file(tmp), reference, url)
-            os.replace(tmp, path)
+            _publish(tmp, path)
             return path
         except CheckpointError as error:
             failures.append(f"{url}: {error}")
@@ -281,15 +298,16 @@ def _smoke_model(profile: Profile) -> VGG:
     # Trained on the CPU whatever the device, so that machines agree on the smoke model.
     print(f"training the small smoke-profile VGG on synthetic data (once, seconds): {path}")
     building = path.with_name(f"{path.name}.{os.getpid()}.building")
-    result = train_dense(
-        profile,
-        **asdict(SMOKE_RECIPE),
-        out=building,
-        resume=False,
-        seed=0,
-        device="cpu",
-        verbose=False,
-    )
+    with torch.random.fork_rng():  # train_dense seeds the global generators
+        result = train_dense(
+            profile,
+            **asdict(SMOKE_RECIPE),
+            out=building,
+            resume=False,
+            seed=0,
+            device="cpu",
+            verbose=False,
+        )
     meta = read_checkpoint(building).get("meta", {})
     save_checkpoint(result.model, path, **meta, smoke=config)
     building.unlink(missing_ok=True)

@@ -335,7 +335,8 @@ def train_dense(
     (default: ``data_dir()/vgg.cifar.pretrained.pth``, or a smoke-only file under smoke).
 
     ``dataloaders`` (a dict with ``"train"`` and ``"test"``) replaces the profile's data; it is
-    not part of the settings a resume checks.
+    not part of the settings a resume checks. The model's initial weights come from
+    ``torch.manual_seed(seed)``: the global generators are left seeded by it.
 
     Returns:
         A ``DenseResult`` with the model in eval mode and its final test accuracy in percent.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import time
 import urllib.error
 from pathlib import Path
@@ -321,3 +323,81 @@ def test_mirrors_include_the_mit_url():
     """Is the course's own public URL the first mirror tried?"""
     assert MIRRORS[0] == "https://hanlab18.mit.edu/files/course/labs/vgg.cifar.pretrained.pth"
     assert all(url.endswith(DENSE_CHECKPOINT) for url in MIRRORS)
+
+
+def test_saved_and_downloaded_checkpoints_are_as_readable_as_the_umask_allows(
+    lab_data, monkeypatch
+):
+    """A checkpoint written through a temporary file (``save_checkpoint``, a download) gets the
+    permissions a plain ``open`` gives (0o644 under umask 022), not ``mkstemp``'s 0o600: the
+    other users of a shared LAB_DATA can read it."""
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(VGG(TINY_ARCH), lab_data / "tiny.pth")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        source = randomised(VGG())
+        monkeypatch.setattr(
+            torch.hub,
+            "download_url_to_file",
+            lambda url, dst, *a, **k: torch.save({"state_dict": source.state_dict()}, dst),
+        )
+        downloaded = find_or_download_checkpoint()
+        assert stat.S_IMODE(downloaded.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_an_unreadable_checkpoint_says_to_make_it_readable(tmp_path, monkeypatch):
+    """A file there but not readable (another user's, mode 0600) is a CheckpointError saying
+    what to do, not a bare PermissionError. (``open`` is replaced: root reads any file.)"""
+    path = save_checkpoint(VGG(TINY_ARCH), tmp_path / "theirs.pth")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoints, "open", denied, raising=False)
+    with pytest.raises(CheckpointError, match=r"cannot be read \(Permission denied\).*chmod a\+r"):
+        load_checkpoint(VGG(TINY_ARCH), path)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "full"])
+def test_the_first_load_of_the_dense_model_draws_from_the_global_generator_as_later_ones(
+    lab_data, monkeypatch, profile
+):
+    """The first load (which trains the smoke model, or downloads the full one) leaves the
+    global generator where a later, cached load does: a lab seeded before loading draws the
+    same numbers afterwards (random pruning masks) on either run."""
+    source = randomised(VGG())
+    monkeypatch.setattr(
+        torch.hub,
+        "download_url_to_file",
+        lambda url, dst, *a, **k: torch.save({"state_dict": source.state_dict()}, dst),
+    )
+    draws = []
+    for _ in range(2):  # first: trains or downloads; second: from the cache
+        torch.manual_seed(1)
+        load_dense_model(profile, device="cpu")
+        draws.append(torch.rand(4))
+    assert torch.equal(draws[0], draws[1])
+
+
+def test_checkpoint_command_loads_the_file_it_finds(lab_data, monkeypatch, capsys):
+    """``python -m helpers checkpoint`` fails (exit 1, saying why) on a file that is there but
+    broken, an error page or another model, instead of reporting it found; it succeeds on a
+    good one; and it takes no arguments (``--help`` downloads nothing)."""
+    from helpers.__main__ import main
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", must_not_be_called)
+    assert main(["checkpoint", "--help"]) == 0
+    assert main(["checkpoint", "now"]) == 2
+    lab_data.mkdir(parents=True)
+    path = lab_data / DENSE_CHECKPOINT
+    path.write_text("<html><body>404 Not Found</body></html>")
+    assert main(["checkpoint"]) == 1
+    assert "not a PyTorch checkpoint" in capsys.readouterr().err
+    torch.save({"state_dict": VGG(SMALL_VGG_ARCH).state_dict()}, path)
+    assert main(["checkpoint"]) == 1
+    assert "does not fit the model" in capsys.readouterr().err
+    torch.save({"state_dict": randomised(VGG()).state_dict()}, path)
+    assert main(["checkpoint"]) == 0
+    assert f"dense checkpoint: {path} (loads into the course VGG" in capsys.readouterr().out
