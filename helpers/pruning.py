@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,6 +47,17 @@ def _check_sparsity_dict(model: nn.Module, sparsity_dict: Mapping[str, float]) -
             )
         if not isinstance(sparsity, numbers.Real) or not 0.0 <= float(sparsity) <= 1.0:
             raise ValueError(f"sparsity of {name!r} must be a number in [0, 1], got {sparsity!r}")
+
+
+def _checked_mask(mask: Any, name: str, param: torch.Tensor) -> torch.Tensor:
+    """``mask`` if it is a tensor shaped like ``param`` (the weight ``name``), else a
+    ``ValueError`` saying what ``prune_fn`` returned instead (``None``: it forgot to return)."""
+    if not isinstance(mask, torch.Tensor) or mask.shape != param.shape:
+        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(
+            f"prune_fn must return a mask shaped like {name} {tuple(param.shape)}, got {got}"
+        )
+    return mask
 
 
 class FineGrainedPruner:
@@ -81,13 +93,7 @@ class FineGrainedPruner:
         masks: dict[str, torch.Tensor] = {}
         for name, sparsity in sparsity_dict.items():
             param = params[name]
-            mask = prune_fn(param.detach(), float(sparsity))
-            if not isinstance(mask, torch.Tensor) or mask.shape != param.shape:
-                got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-                raise ValueError(
-                    f"prune_fn must return a mask shaped like {name} {tuple(param.shape)}, "
-                    f"got {got}"
-                )
+            mask = _checked_mask(prune_fn(param.detach(), float(sparsity)), name, param)
             masks[name] = mask.detach().to(device=param.device, dtype=torch.bool)
         return masks
 
@@ -135,7 +141,7 @@ def sensitivity_scan(
         row: list[float] = []
         for sparsity in sparsities:
             try:
-                mask = prune_fn(param.detach(), sparsity)
+                mask = _checked_mask(prune_fn(param.detach(), sparsity), name, param)
                 param.mul_(mask.to(param.device))
                 row.append(evaluate(model, dataloader, verbose=False))
             finally:

@@ -105,15 +105,19 @@ def state_dict_bytes(obj: nn.Module | Mapping[str, Any], compress: bool = False)
     return len(zlib.compress(data, 6)) if compress else len(data)
 
 
-def graph_state_dict(model: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
-    """The tensors that ``model.graph`` reads (its ``get_attr`` nodes), by name.
+def graph_state_dict(model: torch.fx.GraphModule) -> dict[str, Any]:
+    """The tensors that ``model.graph`` reads (its ``get_attr`` nodes), by name, and the state
+    dict entries of the modules it calls (``call_module`` nodes, as in an FX-converted model).
 
     For a module converted by PT2E's ``convert_pt2e`` this is what inference needs: the
     folded int8 weights (``_frozen_param*``), their scales and zero points, and the biases,
     but not the fp32 weights that ``state_dict()`` still holds although no node reads them.
     """
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, Any] = {}
     for node in model.graph.nodes:
+        if node.op == "call_module":  # a module the graph calls: all of its state
+            for key, value in model.get_submodule(str(node.target)).state_dict().items():
+                tensors[f"{node.target}.{key}"] = value
         if node.op != "get_attr":
             continue
         value: Any = model
@@ -132,10 +136,11 @@ def drop_unused_tensors(model: torch.fx.GraphModule) -> list[str]:
     only the int8 model. Returns the names deleted. The outputs do not change.
     """
     used = {str(node.target) for node in model.graph.nodes if node.op == "get_attr"}
+    called = tuple(f"{node.target}." for node in model.graph.nodes if node.op == "call_module")
     named = list(model.named_parameters()) + list(model.named_buffers())
     dropped = []
     for name, _ in named:
-        if name in used:
+        if name in used or name.startswith(called):
             continue
         owner_name, _, attr = name.rpartition(".")
         owner = model.get_submodule(owner_name) if owner_name else model
@@ -317,14 +322,15 @@ def quantized_module_names(model: nn.Module) -> dict[str, str]:
 
 
 def quantized_weight_sparsity(model: nn.Module) -> float:
-    """Fraction of zero integers over the int8 weights of the int8 modules of ``model``."""
+    """Fraction of zeros over the int8 weights of the int8 modules of ``model``: weights stored
+    as the integer that means 0.0 (0 for symmetric weights, the zero point for affine ones)."""
     zeros = numel = 0
     for name in quantized_module_names(model):
         weight = getattr(model.get_submodule(name), "weight", None)
         if callable(weight):
-            integers = weight().int_repr()
-            zeros += int((integers == 0).sum())
-            numel += integers.numel()
+            values = weight().dequantize()  # (integer - zero point) * scale: 0 exactly there
+            zeros += int((values == 0).sum())
+            numel += values.numel()
     return zeros / numel if numel else 0.0
 
 

@@ -13,6 +13,7 @@ resumable after an interruption and is also the command ``python -m helpers trai
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -95,8 +96,8 @@ def train(
         criterion: loss function of ``(logits, targets)``.
         optimizer: optimizer over the model's parameters.
         scheduler: learning-rate scheduler stepped after every optimizer step, or ``None``.
-        callbacks: callables run after every optimizer step (a pruner re-applying its masks).
-        max_steps: stop after this many batches (``None``: the whole dataloader).
+        max_steps: stop after this many batches, taken from the dataloader (``None``: all).
+            A dataloader that yields no batch at all is a ``ValueError``.
         verbose: show a tqdm progress bar.
         desc: the progress bar's label.
 
@@ -110,10 +111,9 @@ def train(
         total = max_steps if total is None else min(total, max_steps)
     loss_sum = torch.zeros((), device=device)
     num_samples = 0
-    bar = tqdm(dataloader, total=total, desc=desc, leave=False, disable=not verbose)
+    batches = dataloader if max_steps is None else itertools.islice(dataloader, max_steps)
+    bar = tqdm(batches, total=total, desc=desc, leave=False, disable=not verbose)
     for step, (inputs, targets) in enumerate(bar):
-        if max_steps is not None and step >= max_steps:
-            break
         inputs = _to_device(inputs, device)
         targets = _move(targets, device)
         optimizer.zero_grad(set_to_none=True)
@@ -131,6 +131,8 @@ def train(
         if verbose and step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
+    if num_samples == 0 and max_steps != 0:
+        raise ValueError("train: the dataloader yielded no batches (is its dataset empty?)")
     return (loss_sum / max(num_samples, 1)).item()
 
 
@@ -172,7 +174,9 @@ def evaluate(
     finally:
         for module, training in flags:
             module.training = training
-    return (num_correct.item() / max(num_samples, 1)) * 100
+    if num_samples == 0:
+        raise ValueError("evaluate: the dataloader yielded no batches (is its dataset empty?)")
+    return (num_correct.item() / num_samples) * 100
 
 
 def make_finetune_setup(

@@ -192,6 +192,25 @@ def test_sensitivity_scan_applies_returned_mask_and_restores_on_error():
     assert torch.equal(model.backbone.conv0.weight.detach(), before)
 
 
+def test_a_prune_fn_that_returns_no_mask_is_named_in_the_scan_and_the_pruner():
+    """A fine_grained_prune that prunes in place but forgets ``return mask``: do the scan and
+    FineGrainedPruner both say so (the weight, its shape, what came back), and does the scan
+    restore the weight it pruned?"""
+    model = random_vgg(TINY_ARCH, seed=7)
+    before = model.backbone.conv0.weight.detach().clone()
+
+    def forgets_to_return(tensor: torch.Tensor, sparsity: float) -> None:
+        tensor.mul_(tensor.abs() > tensor.abs().median())
+
+    expected = r"prune_fn must return a mask shaped like backbone.conv0.weight \(8, 3, 3, 3\), got NoneType"
+    data = batches(num_batches=1, batch_size=4)
+    with pytest.raises(ValueError, match=expected):
+        sensitivity_scan(model, data, forgets_to_return, [0.5], verbose=False)
+    assert torch.equal(model.backbone.conv0.weight.detach(), before)
+    with pytest.raises(ValueError, match=expected):
+        FineGrainedPruner(model, {"backbone.conv0.weight": 0.5}, forgets_to_return)
+
+
 @pytest.mark.parametrize("name", weight_names(random_vgg(SMALL_VGG_ARCH)))
 def test_a_weight_pruned_to_one_cuts_the_network(name):
     """Is the output independent of the input once any one weight is pruned to 1.0?

@@ -117,6 +117,30 @@ def test_drop_unused_tensors_keeps_outputs():
     assert torch.equal(traced(x), before)
 
 
+def test_graph_tensors_of_called_modules_are_kept():
+    """An FX graph that calls modules (a symbolically traced VGG; an FX int8 model with its
+    classifier left in fp32, a common choice) reads their weights through ``call_module``:
+    graph_state_dict has them all (oracle: ``state_dict()``), drop_unused_tensors drops none,
+    and the outputs do not change."""
+    x = torch.rand(2, 3, 32, 32)
+    traced = torch.fx.symbolic_trace(random_vgg(TINY_ARCH, seed=1).eval())
+    assert set(quant.graph_state_dict(traced)) == set(traced.state_dict())
+    before = traced(x)
+    assert quant.drop_unused_tensors(traced) == []
+    assert torch.equal(traced(x), before)
+    quant.select_quantized_engine()
+    with quant.quantization_warnings_silenced():
+        mapping = QConfigMapping().set_global(_qconfig()).set_module_name("classifier", None)
+        prepared = prepare_fx(random_vgg(TINY_ARCH, seed=1).eval(), mapping, example_inputs=(x,))
+        prepared(x)
+        int8 = convert_fx(prepared)
+    assert isinstance(int8.classifier, nn.Linear)  # fp32, called as a module
+    before = int8(x)
+    assert quant.drop_unused_tensors(int8) == []
+    assert torch.equal(int8(x), before)
+    assert {"classifier.weight", "classifier.bias"} <= set(quant.graph_state_dict(int8))
+
+
 def _pt2e(model: nn.Module, x: torch.Tensor, configured: bool = True) -> torch.fx.GraphModule:
     """``model`` exported as Lab 3 does (strict), prepared with the x86 quantizer (with its
     default config, or none: a quantizer that annotates nothing), calibrated on ``x``, converted."""
@@ -322,6 +346,24 @@ def test_quantized_weight_sparsity_keeps_pruned_zeros():
     assert quant.quantized_weight_sparsity(int8) == zeros / sum(w.numel() for w in weights)
     assert zeros >= 8 * 8 * 9
     assert quant.quantized_weight_sparsity(random_vgg(TINY_ARCH)) == 0.0
+
+
+def test_quantized_weight_sparsity_counts_the_zero_point_of_affine_weights():
+    """Affine int8 weights store 0.0 as their zero point, not as the integer 0: are the pruned
+    weights counted (oracle: the weights that round to 0 at the scale, each of which is stored
+    as the zero point), where counting integer zeros would miss them?"""
+    quant.select_quantized_engine()
+    weight = torch.randn(8, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    weight[:, :, 1] = 0  # a third of the weights pruned
+    conv = torch.ao.nn.quantized.Conv2d(3, 8, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # quantize_per_tensor's deprecation
+        conv.set_weight_bias(torch.quantize_per_tensor(weight, 0.02, 5, torch.qint8), None)
+    model = nn.Sequential(conv)
+    stored_as_zero = (torch.round(weight / 0.02) == 0).float().mean()  # the pruned, and tiny ones
+    assert stored_as_zero >= 1 / 3
+    assert quant.quantized_weight_sparsity(model) == pytest.approx(float(stored_as_zero))
+    assert int((conv.weight().int_repr() == 0).sum()) < weight.numel() / 3  # integer zeros
 
 
 def test_module_device():

@@ -154,6 +154,31 @@ def test_max_steps_stops_early(data):
     assert log == ["scheduler"] * 3
 
 
+def test_max_steps_takes_only_the_batches_it_uses(data):
+    """Are exactly ``max_steps`` batches drawn from the dataloader (none left over and lost
+    from an iterator shared between calls), and is an empty dataloader an error, not a loss
+    or an accuracy of 0?"""
+    model = tiny_model()
+    batches = list(loaders(data)["train"])
+    drawn: list[int] = []
+
+    def counted():
+        for index, batch in enumerate(batches):
+            drawn.append(index)
+            yield batch
+
+    stream = counted()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(2):
+        train(model, stream, nn.CrossEntropyLoss(), optimizer, max_steps=2, verbose=False)
+    assert drawn == [0, 1, 2, 3]
+    assert train(model, iter(()), nn.CrossEntropyLoss(), optimizer, max_steps=0) == 0.0
+    with pytest.raises(ValueError, match="train: the dataloader yielded no batches"):
+        train(model, [], nn.CrossEntropyLoss(), optimizer, verbose=False)
+    with pytest.raises(ValueError, match="evaluate: the dataloader yielded no batches"):
+        evaluate(model, [], verbose=False)
+
+
 def brute_force_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Accuracy in percent, one image at a time, counted by hand."""
     model.eval()
