@@ -12,8 +12,9 @@ every epoch. The recipes are variations of the course recipe (SGD, momentum 0.9,
   rule), so four times the optimizer steps for the same images;
 - ``small-batch-smooth``: both.
 
-On CUDA every recipe already trains with bf16 autocast, channels-last inputs and the data in
-GPU memory (``helpers.train``, ``helpers.data.DeviceLoader``); on the CPU in fp32.
+On CUDA every recipe already trains with autocast (bf16 on GPUs with bf16 hardware, fp16 with
+loss scaling on older ones: ``helpers.train.autocast_dtype``), channels-last inputs and the data
+in GPU memory (``helpers.train``, ``helpers.data.DeviceLoader``); on the CPU in fp32.
 
 Each finished run is kept as a checkpoint in ``--out-dir`` (``<profile>-<recipe>-<epochs>ep-
 seed<seed>.pth``, with its per-epoch record in ``meta``); a rerun with the same settings on the

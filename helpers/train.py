@@ -3,7 +3,10 @@
 ``train`` and ``evaluate`` keep the MIT 6.5940 signatures. Both take the device from the
 model's parameters and move each batch there, so they work with a ``helpers.data.DeviceLoader``
 (batches already on the device) and with a plain ``torch.utils.data.DataLoader`` alike.
-On CUDA they use bf16 autocast and channels_last inputs; on the CPU they run in plain fp32.
+On CUDA they use autocast and channels_last inputs; on the CPU they run in plain fp32.
+Autocast uses bf16 on GPUs that have it in hardware (compute capability 8.0 and up: A100,
+H100, RTX 30xx and later) and fp16 with loss scaling on older ones (Colab's T4, V100), where
+cuDNN has no bf16 convolutions (``autocast_dtype``).
 
 ``train_dense`` is the course recipe for the dense VGG (SGD, lr 0.4, momentum 0.9, weight decay
 5e-4, batch 512, 20 epochs, a triangular one-cycle learning rate stepped every batch). It is
@@ -16,6 +19,8 @@ import argparse
 import itertools
 import sys
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -41,7 +46,7 @@ _INTEGER_DTYPES = {torch.int8, torch.uint8, torch.int16, torch.int32, torch.int6
 
 
 def _holds_integer_weights(model: nn.Module) -> bool:
-    """Whether the model keeps integer weights (a quantized model), which bf16 would round."""
+    """Whether the model keeps integer weights (a quantized model), which autocast would round."""
     return any(
         tensor.dtype in _INTEGER_DTYPES and not name.endswith("num_batches_tracked")
         for name, tensor in model.state_dict().items()
@@ -65,10 +70,31 @@ def _to_device(inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
     return inputs
 
 
-def _autocast(device: torch.device, enabled: bool = True):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The type ``train`` and ``evaluate`` autocast to on ``device``: bf16 on a GPU with bf16
+    hardware (compute capability 8.0+), fp16 on an older GPU (bf16 is only emulated there,
+    and cuDNN has no bf16 convolutions), none (fp32) on the CPU."""
+    if device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+# One loss scaler per optimizer, kept across calls of ``train`` (one per epoch), so that its
+# scale, once adapted, is not reset (and steps skipped again) at every epoch.
+_SCALERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _scaler_for(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.amp.GradScaler:
+    """The loss scaler of fp16 training with ``optimizer``: fp16 gradients underflow to zero
+    without one (bf16 has fp32's range and needs none)."""
+    if optimizer not in _SCALERS:
+        _SCALERS[optimizer] = torch.amp.GradScaler(device.type)
+    return _SCALERS[optimizer]
 
 
 def train(
@@ -111,19 +137,30 @@ def train(
         total = max_steps if total is None else min(total, max_steps)
     loss_sum = torch.zeros((), device=device)
     num_samples = 0
+    dtype = autocast_dtype(device)
+    scaler = _scaler_for(optimizer, device) if dtype == torch.float16 else None
     batches = dataloader if max_steps is None else itertools.islice(dataloader, max_steps)
     bar = tqdm(batches, total=total, desc=desc, leave=False, disable=not verbose)
     for step, (inputs, targets) in enumerate(bar):
         inputs = _to_device(inputs, device)
         targets = _move(targets, device)
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device):
+        with _autocast(device, dtype):
             outputs = model(inputs)
             loss = criterion(outputs, targets)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:  # skips the step when the scaled gradients overflowed, then adapts the scale
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         if scheduler is not None:
-            scheduler.step()
+            with warnings.catch_warnings():
+                # a first step skipped by the scaler makes the scheduler warn; it keeps stepping
+                # so that the schedule still ends where it was built to
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step")
+                scheduler.step()
         for callback in callbacks or ():
             callback()
         loss_sum += loss.detach().float() * targets.shape[0]
@@ -146,7 +183,8 @@ def evaluate(
     """Top-1 accuracy of ``model`` on ``dataloader``, in percent (0 to 100).
 
     The model is evaluated in eval mode and each module's training flag is restored
-    afterwards. bf16 autocast is used on CUDA unless the model holds integer weights.
+    afterwards. Autocast (``autocast_dtype``) is used on CUDA unless the model holds integer
+    weights.
 
     Args:
         model: the model, already on its device.
@@ -158,7 +196,7 @@ def evaluate(
     device = module_device(model)
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
-    use_autocast = not _holds_integer_weights(model)
+    dtype = None if _holds_integer_weights(model) else autocast_dtype(device)
     num_correct = torch.zeros((), dtype=torch.int64, device=device)
     num_samples = 0
     try:
@@ -167,7 +205,7 @@ def evaluate(
             targets = _move(targets, device)
             for preprocess in extra_preprocess or ():
                 inputs = preprocess(inputs)
-            with _autocast(device, use_autocast):
+            with _autocast(device, dtype):
                 outputs = model(inputs)
             num_correct += (outputs.argmax(dim=1) == targets).sum()
             num_samples += targets.shape[0]

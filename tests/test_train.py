@@ -4,6 +4,7 @@ resume the dense recipe after an interruption?"""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -94,6 +95,59 @@ def test_train_reduces_the_loss_and_returns_the_sample_mean(data):
         assert sum(n for _, n in seen) == 256
     assert losses[-1] < losses[0]
     assert model.training
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [
+        ((7, 5), torch.float16),
+        ((7, 0), torch.float16),
+        ((8, 0), torch.bfloat16),
+        ((9, 0), torch.bfloat16),
+    ],
+)
+def test_autocast_uses_bf16_only_on_gpus_with_bf16_hardware(monkeypatch, capability, expected):
+    """A T4 (7.5) or V100 (7.0) gets fp16 (cuDNN has no bf16 convolutions there), an A100
+    (8.0) or H100 (9.0) bf16; the CPU none."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert helpers.train.autocast_dtype(torch.device("cuda")) == expected
+    assert helpers.train.autocast_dtype(torch.device("cpu")) is None
+
+
+def test_fp16_autocast_trains_with_loss_scaling(data, monkeypatch):
+    """The fp16 path of older GPUs, run on the CPU (autocast and GradScaler work there too):
+    does it scale the loss with one scaler per optimizer, kept across epochs (a scale too
+    large at first skips the first epoch's steps, not every epoch's), keep the scheduler in
+    step without its warning about skipped steps, learn, and evaluate as fp32 does?"""
+    scalers = []
+    real = torch.amp.GradScaler
+
+    def spy(*args, **kwargs):
+        scalers.append(real(*args, init_scale=2.0**30, **kwargs))  # overflows: steps skipped
+        return scalers[-1]
+
+    model = tiny_model()
+    test = loaders(data)["test"]
+    fp32_accuracy = evaluate(model, test, verbose=False)
+    monkeypatch.setattr(helpers.train, "autocast_dtype", lambda device: torch.float16)
+    monkeypatch.setattr(torch.amp, "GradScaler", spy)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    dataloader = loaders(data, batch_size=32)["train"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the scheduler's warning would fail here
+        losses = [
+            train(model, dataloader, nn.CrossEntropyLoss(), optimizer, scheduler, verbose=False)
+            for _ in range(4)
+        ]
+    assert len(scalers) == 1 and scalers[0].get_scale() < 2.0**30  # one, kept; it backed off
+    assert scheduler.last_epoch == 4 * len(dataloader)
+    assert losses[-1] < losses[0]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    fp16_accuracy = evaluate(model, test, verbose=False)
+    monkeypatch.setattr(helpers.train, "autocast_dtype", lambda device: None)
+    assert fp16_accuracy == pytest.approx(evaluate(model, test, verbose=False), abs=2.0)
+    assert fp16_accuracy != fp32_accuracy  # it learned
 
 
 def test_scheduler_steps_once_per_batch_and_callbacks_follow_each_optimizer_step(data):
