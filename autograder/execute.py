@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -224,6 +225,29 @@ class _LimitedKernelManager(AsyncKernelManager):
         )
 
 
+ERROR_CLIP = 20_000  # characters of an error's value, and of its traceback, kept past the cap
+
+
+def _clipped_error(content: dict) -> dict:
+    """An error's content (``evalue``, ``traceback``) with the value and the traceback clipped
+    to ``ERROR_CLIP`` characters each (the traceback's last lines kept: they say where it
+    failed)."""
+    content = dict(content)
+    evalue = str(content.get("evalue", ""))
+    if len(evalue) > ERROR_CLIP:
+        content["evalue"] = evalue[:ERROR_CLIP] + " ..."
+    kept: list[str] = []
+    left = ERROR_CLIP
+    for line in reversed([str(line) for line in content.get("traceback", [])]):
+        if left <= 0:
+            kept.append("[autograder: the start of this traceback was dropped]")
+            break
+        kept.append(line if len(line) <= left else line[:left] + " ...")
+        left -= len(line)
+    content["traceback"] = kept[::-1]
+    return content
+
+
 class _CappedClient(NotebookClient):
     """A NotebookClient that keeps at most ``output_bytes`` of output per cell."""
 
@@ -231,12 +255,22 @@ class _CappedClient(NotebookClient):
 
     def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001, ANN201
         content = msg.get("content", {})
-        size = len(str(content.get("text", ""))) + sum(
-            len(str(value)) for value in content.get("data", {}).values()
+        error = msg.get("msg_type") == "error"
+        size = (
+            len(str(content.get("text", "")))
+            + sum(len(str(value)) for value in content.get("data", {}).values())
+            + len(str(content.get("evalue", "")))
+            + sum(len(str(line)) for line in content.get("traceback", []))
         )
         used = self._output_used.get(cell_index, 0) + size
         self._output_used[cell_index] = used
-        if used > self.output_bytes and msg.get("msg_type") != "error":
+        if used > self.output_bytes:
+            if error and cell_index not in self._error_kept:
+                # The first error past the cap (usually the one that ends the cell) is kept,
+                # clipped; more (a loop of showtraceback) would fill the grader's memory.
+                self._error_kept.add(cell_index)
+                clipped = {**msg, "content": _clipped_error(content)}
+                return super().output(outs, clipped, display_id, cell_index)
             if cell_index not in self._output_cut:
                 self._output_cut.add(cell_index)
                 notice = v4.new_output(
@@ -266,6 +300,9 @@ class JudgeSpec:
             from a template (``autograder.forking``) that imported ``preload`` from a copy
             of ``lib``.
         preload: modules the template imports (what the prelude imports).
+        log: the file the judge kernel's own stdout and stderr go to, or nowhere. It must be
+            in a folder of the grader's, never the student's: the judge starts after the
+            student's code, which could put a link in its place.
     """
 
     cells: frozenset[int]
@@ -274,6 +311,7 @@ class JudgeSpec:
     cwd: Path
     lib: Path | None = None
     preload: tuple[str, ...] = ()
+    log: Path | None = None
 
 
 def execute(
@@ -344,7 +382,7 @@ def _new_client(
         on_cell_executed=remember,
         resources={"metadata": {"path": str(cwd)}},
     )
-    client._output_used, client._output_cut = {}, set()
+    client._output_used, client._output_cut, client._error_kept = {}, set(), set()
     return client
 
 
@@ -395,17 +433,26 @@ class _Judge:
         self.grader_fault = False  # the judge failed on its own (not because of the student)
         self.student_km: _LimitedKernelManager | None = None
         self.student_died: str | None = None  # why, once a test's call ended the student's kernel
+        self.log: BinaryIO | None = None
 
-    def begin(self, student_km: _LimitedKernelManager, log: BinaryIO | None) -> None:
+    def begin(self, student_km: _LimitedKernelManager) -> None:
         self.student_km = student_km
         env = dict(self.spec.env)
-        env["AUTOGRADER_STUDENT_CONNECTION"] = str(student_km.connection_file)
+        # The connection's ports and key from the grader's memory, not the file: that is in
+        # the student's folder, where the student's code could remove or replace it.
+        info = {
+            key: value.decode() if isinstance(value, bytes) else value
+            for key, value in student_km.get_connection_info().items()
+        }
+        env["AUTOGRADER_STUDENT_CONNECTION"] = json.dumps(info)
         env["AUTOGRADER_STUDENT_PID"] = str(student_km.kernel_pid or 0)
-        self.ready = asyncio.create_task(self._prelude(env, log))
+        self.ready = asyncio.create_task(self._prelude(env))
 
-    async def _prelude(self, env: dict, log: BinaryIO | None) -> None:
+    async def _prelude(self, env: dict) -> None:
         try:
-            await _start(self.client, env, self.spec.cwd, log)
+            if self.spec.log is not None:
+                self.log = open(self.spec.log, "ab")  # noqa: SIM115 (closed in close())
+            await _start(self.client, env, self.spec.cwd, self.log)
         except Exception as error:  # noqa: BLE001
             self.failed = f"the grader's test kernel did not start: {type(error).__name__}: {error}"
             self.grader_fault = True
@@ -475,6 +522,8 @@ class _Judge:
             except BaseException:  # noqa: BLE001 (cancelled)
                 pass
         await _shutdown(self.client, self.km)
+        if self.log is not None:
+            self.log.close()
 
 
 async def _execute(
@@ -514,7 +563,7 @@ async def _execute(
             code_cells_left = code_cells
         else:
             if judge is not None:
-                judge.begin(km, log)
+                judge.begin(km)
             code_cells_left = []
             for position, index in enumerate(code_cells):
                 left = deadline - time.monotonic()
@@ -599,6 +648,7 @@ async def _run_cell(
     content = (replies.pop(index, None) or {}).get("content", {})
     if content.get("status") == "ok":
         return CellRun("ok", seconds), None
+    content = _clipped_error(content)
     return (
         CellRun(
             "error",

@@ -97,7 +97,8 @@ def child(request):
     if os.getppid() != template:
         os._exit(1)
     null = os.open(os.devnull, os.O_RDONLY)
-    log = os.open(request["log"] or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_NOFOLLOW if request["log"] else 0)
+    log = os.open(request["log"] or os.devnull, flags, 0o600)  # never through a link
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)

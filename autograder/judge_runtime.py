@@ -50,7 +50,7 @@ import torch.nn.utils.prune
 from jupyter_client import BlockingKernelClient
 from torch import nn
 
-STUDENT_CONNECTION = "AUTOGRADER_STUDENT_CONNECTION"
+STUDENT_CONNECTION = "AUTOGRADER_STUDENT_CONNECTION"  # the connection info, as JSON
 STUDENT_PID = "AUTOGRADER_STUDENT_PID"
 RPC_DIR = "AUTOGRADER_RPC_DIR"
 RPC_ID = "AUTOGRADER_RPC_ID"  # "<st_dev>:<st_ino>" of RPC_DIR, taken before the student ran
@@ -209,8 +209,8 @@ class _Judge:
         self.rpc_id = os.environ.get(RPC_ID, "")
         self.names: list[str] = json.loads(os.environ.get(STUDENT_NAMES, "[]"))
         self.cell_timeout = float(os.environ.get(CELL_TIMEOUT, "300") or 300)
-        self.client = BlockingKernelClient(connection_file=os.environ[STUDENT_CONNECTION])
-        self.client.load_connection_file()
+        self.client = BlockingKernelClient()
+        self.client.load_connection_info(json.loads(os.environ[STUDENT_CONNECTION]))
         self.client.start_channels()
         self.calls = 0
         self.cell_started = time.monotonic()

@@ -152,6 +152,28 @@ def test_a_forked_processs_exit_status_comes_from_its_template(tmp_path, lib):
         template.close()
 
 
+def test_a_forked_process_never_writes_its_log_through_a_link(tmp_path, lib):
+    """A log path that is a symbolic link (a student's code could put one where a kernel's
+    log goes) is not followed: the forked process does not start, and the link's target is
+    neither created nor written."""
+    template = forking.Template(kernel_env({"PYTHONPATH": str(lib)}), ("preloaded",), lib)
+    target, link = tmp_path / "elsewhere", tmp_path / "kernel.log"
+    link.symlink_to(target)
+    try:
+        process = template.fork("print('x' * 100)", [], kernel_env(), str(tmp_path), str(link))
+        process.wait(timeout=20)
+        assert process.exit_status() != 0
+        assert not target.exists()
+        plain = template.fork(
+            "print('written')", [], kernel_env(), str(tmp_path), str(tmp_path / "log")
+        )
+        plain.wait(timeout=20)
+        assert plain.exit_status() == 0
+        assert (tmp_path / "log").read_text() == "written\n"
+    finally:
+        template.close()
+
+
 def test_a_failed_import_is_reported_and_the_kernel_still_starts(tmp_path, lib):
     env = kernel_env({"PYTHONPATH": str(lib)})
     template = forking.Template(env, ("no_such_module_here", "preloaded"), lib)

@@ -9,6 +9,7 @@ sends back can run code here.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import textwrap
 import types
@@ -55,12 +56,15 @@ class Student:
         """A judge bound to ``names``; ``judge_code`` runs first in its (trusted) namespace."""
         namespace: dict = {"__name__": "__main__"}
         exec(textwrap.dedent(judge_code), namespace)  # test classes live in "__main__"
+        info = self.km.get_connection_info()
         environ = {
-            jr.STUDENT_CONNECTION: self.km.connection_file,
+            jr.STUDENT_CONNECTION: json.dumps(
+                {k: v.decode() if isinstance(v, bytes) else v for k, v in info.items()}
+            ),
             jr.STUDENT_PID: str(self.km.provisioner.process.pid),
             jr.RPC_DIR: str(self.tmp / "rpc"),
             jr.RPC_ID: "{0.st_dev}:{0.st_ino}".format((self.tmp / "rpc").stat()),
-            jr.STUDENT_NAMES: __import__("json").dumps(names),
+            jr.STUDENT_NAMES: json.dumps(names),
             jr.CELL_TIMEOUT: str(cell_timeout),
         }
         saved = {key: os.environ.get(key) for key in environ}
@@ -298,6 +302,23 @@ def test_a_request_folder_replaced_by_a_link_is_refused_and_nothing_is_written_t
         assert list(elsewhere.iterdir()) == []
         with pytest.raises(jr.GraderFilesTampered, match="was replaced"):
             ns["double"](5)  # and it stays refused
+    finally:
+        kernel.close()
+
+
+def test_the_judge_connects_without_the_students_connection_file(tmp_path):
+    """The student's code removes its kernel's connection file (it lies in the student's
+    folder) before the judge connects: the judge connects all the same, from the connection
+    info the grader hands it, and its calls work (no grader failure to regrade forever)."""
+    kernel = Student(tmp_path / "student")
+    try:
+        kernel.run(
+            "import os\nfrom ipykernel.connect import get_connection_file\n"
+            "os.remove(get_connection_file())\ndef double(x):\n    return 2 * x\n"
+        )
+        assert not Path(kernel.km.connection_file).exists()
+        judge, ns = kernel.judge(["double"])
+        assert ns["double"](21) == 42
     finally:
         kernel.close()
 
