@@ -477,6 +477,7 @@ def judge_spec(
         cwd=cwd,
         lib=Path(extra["PYTHONPATH"]),
         preload=preload,
+        log=cwd.parent / "kernel.log",  # the judge's own folder, not the student's
     )
 
 
@@ -487,8 +488,10 @@ def prime_data(settings: Settings, cache: Path, log=print) -> Path | None:
     cell, only those with "setup" in their grade_id when there are such (for lab 1:
     ``lab1_setup``: imports, data, the cached smoke model). What they leave in ``LAB_DATA``
     becomes the seed each submission gets a private copy of. Cached under ``cache`` by the
-    lab source, the student files and the profile; None when the set-up cells fail. Raises
-    ``UsageError`` when no kernel can start (a memory cap too low, say).
+    lab source, the student files and the profile; None when the lab has no set-up cells.
+    Raises ``UsageError`` when no kernel can start (a memory cap too low, say) or when the
+    set-up cells fail (an unknown or data-hungry profile, say): every submission would fail
+    there alike, and be stored as the grader's failure.
     """
     lab = settings.course.load(settings.lab)
     setup = setup_cells(lab)
@@ -523,13 +526,19 @@ def prime_data(settings: Settings, cache: Path, log=print) -> Path | None:
             "nobody was graded"
         )
     failed = [run for run in execution.runs.values() if not run.passed]
-    if failed:
+    if failed:  # locked cells, the same in every submission: each would fail there too
         shutil.rmtree(staging, ignore_errors=True)
-        log(
-            f"warning: the set-up cells of {lab.name} failed when priming the data "
-            f"({failed[0].ename}: {failed[0].evalue[:200]}); every submission starts empty"
+        hint = (
+            ""
+            if settings.profile == "smoke"
+            else f"; under --profile {settings.profile} the lab needs CIFAR-10 and the trained "
+            "checkpoint, which grading's fresh workspaces do not have: grade under smoke"
         )
-        return None
+        raise UsageError(
+            f"the set-up cells of {lab.name} fail under the {settings.profile} profile "
+            f"({failed[0].ename}: {failed[0].evalue[:200]}){hint}; every submission runs them, "
+            "so nobody was graded"
+        )
     try:
         staging.rename(seed)
     except OSError:  # another process primed it first
@@ -955,7 +964,24 @@ def discover(
             submissions += found
         else:
             submissions.extend(_from_file(given, lab, None, scratch))
-    return submissions
+    return [
+        dataclasses.replace(
+            s, student=as_text(s.student), origin=as_text(s.origin), refused=as_text(s.refused)
+        )
+        for s in submissions
+    ]
+
+
+def as_text(name: str) -> str:
+    """A name from the file system as text that can be written anywhere (CSV, JSON, HTML). A
+    name that is not valid UTF-8 (an LMS zip unpacked with Latin-1 names, say) comes with its
+    bytes escaped as surrogates, which no UTF-8 file can hold; those bytes are written as
+    ``\\xNN`` instead ("J\\xfcrgen"), so that two names stay two."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
 
 
 def _from_file(path: Path, lab: str, root: Path | None, scratch: Path) -> list[Submission]:
@@ -1173,7 +1199,7 @@ def _without_notebook(
             "(.ipynb) is what is graded"
         )
         handle, listing = tempfile.mkstemp(prefix="no-notebook-", suffix=".txt", dir=scratch)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        with os.fdopen(handle, "w", encoding="utf-8", errors="surrogateescape") as stream:
             stream.write("\n".join(names))  # what identifies it: unchanged, not graded again
         where = f"{origin}{folder.relative_to(root).as_posix()}/" if origin else f"{folder}/"
         refused.append(Submission(folder.name, Path(listing), where, 0.0, refused=why))

@@ -170,6 +170,56 @@ def test_release_is_refused_when_tests_do_not_separate_solution_and_blank(tmp_pa
     assert not (out / "toy.ipynb").exists()
 
 
+def test_set_up_cells_that_fail_stop_the_batch_before_anyone_is_graded(tmp_path, capsys):
+    """The lab's locked set-up cells fail (as they do under a profile whose data grading's
+    workspaces lack): every submission would fail there and be stored as the grader's own
+    failure, so ``grade`` stops first (exit 2), saying which cell error, and stores nothing."""
+    course_root = tmp_path / "course"
+    shutil.copytree(TOY_ROOT, course_root)
+    path = course_root / "source" / "toy" / "toy.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    cell_by_id(notebook, "toy_setup").source += "\nraise FileNotFoundError('no CIFAR-10 here')"
+    nbformat.write(notebook, path)
+    folder = tmp_path / "submissions"
+    write(folder, "a.ipynb", answered())
+    write(folder, "b.ipynb", answered())
+    out = tmp_path / "out"
+    args = ["grade", "--course", str(course_root), "--lab", "toy", str(folder), "--out", str(out)]
+    code = cli.main([*args, "--profile", "quick", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "the set-up cells of toy fail under the quick profile" in err
+    assert "FileNotFoundError: no CIFAR-10 here" in err and "grade under smoke" in err
+    assert "nobody was graded" in err
+    assert not list(results_dir(out, "toy").glob("*.json"))
+
+
+def test_file_and_folder_names_that_are_not_utf8_are_graded_under_escaped_names(tmp_path):
+    """An LMS download unpacked with Latin-1 names: a notebook ``J\\xfcrgen.ipynb`` and a
+    student folder ``Ren\\xe9/`` holding no notebook. The batch runs (it used to stop on the
+    first name with a traceback), and both students are in the grades as ``J\\xfcrgen`` and
+    ``Ren\\xe9``, distinct from a UTF-8 ``J\u00fcrgen.ipynb`` beside them."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    raw = os.fsencode(folder)
+    with open(os.path.join(raw, b"J\xfcrgen.ipynb"), "w") as stream:
+        nbformat.write(answered(), stream)
+    write(folder, "J\u00fcrgen.ipynb", answered())
+    os.mkdir(os.path.join(raw, b"Ren\xe9"))
+    with open(os.path.join(raw, b"Ren\xe9", b"notes-\xe9.txt"), "w") as stream:
+        stream.write("no notebook")
+    out = tmp_path / "out"
+    args = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", str(folder), "--out", str(out)]
+    assert cli.main([*args, "--no-progress", "--memory-mb", str(LIMITS.memory_mb)]) == 0
+    table = grades_by_student(out)
+    assert set(table) == {"J\\xfcrgen", "J\u00fcrgen", "Ren\\xe9"}
+    assert scores(table, "J\\xfcrgen") == scores(table, "J\u00fcrgen") == FULL
+    assert all(row["status"] == "unreadable" for row in table["Ren\\xe9"].values())
+    stored = results_dir(out, "toy") / (grade.safe_name("Ren\\xe9") + ".json")
+    result = json.loads(stored.read_text())
+    assert "it holds notes-\\xe9.txt" in result["rows"][0]["message"]
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -856,6 +906,30 @@ def batch(tmp_path_factory, release_text):
         3, nbformat.v4.new_code_cell("print('x' * 100_000_000)\nimport sys\nsys.exit()")
     )
     write(folder, "prints_100mb.ipynb", printer)
+    flooder = copy.deepcopy(correct)
+    flooder.cells.insert(
+        3,
+        nbformat.v4.new_code_cell(
+            "for i in range(40):\n    try:\n        raise ValueError(f'{i} ' + 'x' * 10**6)\n"
+            "    except ValueError:\n        get_ipython().showtraceback()\n"
+            "raise RuntimeError('the last one')"
+        ),
+    )
+    write(folder, "floods_errors.ipynb", flooder)
+    victim = tmp_path_factory.mktemp("victim") / "written_by_the_grader"
+    write(
+        folder,
+        "sabotages_the_grader.ipynb",
+        with_solution(
+            correct,
+            "toy_double_solution",
+            "import os\nfrom ipykernel.connect import get_connection_file\n"
+            "os.remove(get_connection_file())\n"
+            "log = os.path.join(os.path.dirname(os.getcwd()), 'kernel.log')\n"
+            f"os.remove(log)\nos.symlink({str(victim)!r}, log)\n"
+            "def double(x):\n    return SCALE * x\n",
+        ),
+    )
     args = [
         "grade",
         "--course",
@@ -886,6 +960,7 @@ def batch(tmp_path_factory, release_text):
         "table": grades_by_student(out),
         "args": args,
         "seconds": seconds,
+        "victim": victim,
     }
 
 
@@ -1133,6 +1208,31 @@ def test_huge_output_and_sys_exit_cost_nothing(batch):
     page = batch["out"] / "feedback" / "prints_100mb" / "toy.html"
     assert page.stat().st_size < 10 * 2**20
     assert "output beyond" in page.read_text()
+
+
+def test_a_flood_of_error_outputs_is_capped_like_any_output(batch):
+    """40 tracebacks of 1 MB each in one cell: kept to the cell's output cap (the first error
+    past it clipped, the rest dropped with a notice), and the cell's own error still counts."""
+    result = json.loads((results_dir(batch["out"], "toy") / "floods_errors.json").read_text())
+    assert scores(batch["table"], "floods_errors") == FULL  # an ungraded cell failed
+    page = batch["out"] / "feedback" / "floods_errors" / "toy.html"
+    assert page.stat().st_size < 4 * 2**20, page.stat().st_size
+    text = page.read_text()
+    assert "output beyond" in text and "39 xxx" not in text
+    assert result["internal_error"] is False
+
+
+def test_a_student_who_removes_the_grader_files_in_reach_is_graded_as_usual(batch):
+    """The student's code removes its kernel's connection file and puts a link to a file of
+    the grader's user in place of the kernel log: the judge connects all the same, and
+    writes nothing through the link (the grader's kernels never write to the student's
+    folder by name after the student's code has run)."""
+    assert scores(batch["table"], "sabotages_the_grader") == FULL
+    result = json.loads(
+        (results_dir(batch["out"], "toy") / "sabotages_the_grader.json").read_text()
+    )
+    assert result["internal_error"] is False
+    assert not batch["victim"].exists()
 
 
 def test_feedback_shows_scores_but_never_hidden_tests(batch):
