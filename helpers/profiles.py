@@ -154,7 +154,24 @@ def get_device(prefer: str | None = None) -> torch.device:
     """CUDA if present, else Apple MPS, else the CPU (``LAB_DEVICE`` or ``prefer`` overrides)."""
     choice = prefer or os.environ.get("LAB_DEVICE")
     if choice:
-        return torch.device(choice)
+        where = f"device {choice!r}" if prefer else f"LAB_DEVICE={choice}"
+        try:
+            device = torch.device(choice)
+        except RuntimeError as error:
+            raise ProfileError(f"{where} is not a device PyTorch knows: {error}") from None
+        available = {
+            "cuda": torch.cuda.is_available,
+            "mps": lambda: (
+                getattr(torch.backends, "mps", None) is not None
+                and torch.backends.mps.is_available()
+            ),
+        }
+        if device.type in available and not available[device.type]():
+            raise ProfileError(
+                f"{where} asks for a {device.type.upper()} GPU, but PyTorch sees none here: "
+                "use cpu, or leave it out to take the best device available"
+            )
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

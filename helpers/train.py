@@ -387,7 +387,7 @@ def train_dense(
 
     if not isinstance(profile, Profile):
         profile = get_profile(profile)
-    device = torch.device(device) if device is not None else get_device()
+    device = get_device(None if device is None else str(device))  # a GPU that is not here: error
     out = Path(out) if out is not None else default_dense_path(profile)
     partial = partial_path(out)
     given = {
@@ -580,6 +580,9 @@ def train_dense_cli(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             device=args.device,
         )
+    except ProfileError as error:  # a device that is not here
+        print(error, file=sys.stderr)
+        return 2
     except (DataError, CheckpointError) as error:
         print(error, file=sys.stderr)
         return 1

@@ -56,6 +56,25 @@ def test_device_override(clean_env):
     assert profiles.get_device() == torch.device("cpu")
 
 
+def test_a_device_that_is_not_here_is_a_clear_error(clean_env, monkeypatch, capsys, tmp_path):
+    """LAB_DEVICE=cuda on a machine without a GPU (a laptop), a misspelt device, and
+    ``train-dense --device cuda`` there: each a ProfileError naming the setting (exit 2 for the
+    command), not a CUDA traceback later."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    clean_env.setenv("LAB_DEVICE", "cuda")
+    with pytest.raises(profiles.ProfileError, match="LAB_DEVICE=cuda asks for a CUDA GPU"):
+        profiles.get_device()
+    clean_env.setenv("LAB_DEVICE", "gpu")
+    with pytest.raises(profiles.ProfileError, match="LAB_DEVICE=gpu is not a device PyTorch knows"):
+        profiles.get_device()
+    clean_env.delenv("LAB_DEVICE")
+    from helpers.train import train_dense_cli
+
+    out = str(tmp_path / "vgg.pth")
+    assert train_dense_cli(["--profile", "smoke", "--device", "cuda", "--out", out]) == 2
+    assert "device 'cuda' asks for a CUDA GPU" in capsys.readouterr().err
+
+
 def test_profiles_keep_the_lab_questions():
     """Do quick and full use the same model, so quick answers the same questions?"""
     assert profiles.PROFILES["quick"].arch == profiles.PROFILES["full"].arch
