@@ -552,6 +552,14 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
         except UsageError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except OSError as error:  # the output folder cannot be written: a full disk, say
+            print(
+                f"error: grading stopped: {error.strerror or error} ({error.filename or args.out}); "
+                f"the students graded so far are kept in {args.out / '.results'}: make room and "
+                "run the same command again to finish",
+                file=sys.stderr,
+            )
+            return 2
         except KeyboardInterrupt:
             what = f"stopped by {signal.Signals(received[0]).name}" if received else "interrupted"
             print(

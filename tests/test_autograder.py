@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import errno
 import hashlib
 import html
 import io
@@ -218,6 +219,38 @@ def test_file_and_folder_names_that_are_not_utf8_are_graded_under_escaped_names(
     stored = results_dir(out, "toy") / (grade.safe_name("Ren\\xe9") + ".json")
     result = json.loads(stored.read_text())
     assert "it holds notes-\\xe9.txt" in result["rows"][0]["message"]
+
+
+def test_a_full_disk_stops_grade_with_a_message_and_keeps_what_was_stored(
+    tmp_path, capsys, monkeypatch
+):
+    """The output folder fills up after the first student's result is stored: ``grade`` stops
+    with exit 2 saying so (no traceback), the first result is kept, and a rerun once there is
+    room grades only the second."""
+    folder = tmp_path / "submissions"
+    write(folder, "a.ipynb", answered())
+    write(folder, "b.ipynb", answered())
+    out = tmp_path / "out"
+    args = ["grade", "--course", str(TOY_ROOT), "--lab", "toy", str(folder), "--out", str(out)]
+    args += ["--no-progress", "--jobs", "1", "--memory-mb", str(LIMITS.memory_mb)]
+    real = grade.write_json_atomic
+    stored = []
+
+    def fills_up(path, value):
+        if stored:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        stored.append(path)
+        real(path, value)
+
+    monkeypatch.setattr(grade, "write_json_atomic", fills_up)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "grading stopped: No space left on device" in err and "run the same command" in err
+    assert "Traceback" not in err
+    assert [p.name for p in results_dir(out, "toy").glob("*.json")] == ["a.json"]
+    monkeypatch.setattr(grade, "write_json_atomic", real)
+    assert cli.main(args) == 0
+    assert "graded 1, kept 1 graded before" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- reading
