@@ -129,6 +129,7 @@ class Settings:
     data_seed: Path | None = None  # LAB_DATA each submission gets a copy of (see prime_data)
     hidden: tuple[Path, ...] = ()  # paths to hide from the student's kernel besides hidden_paths
     skip: frozenset[str] = frozenset()  # grade_ids of locked cells not to run (tests only)
+    code_sha256: str = ""  # code_fingerprint of the course (set by grade_batch)
 
 
 @dataclass(frozen=True)
@@ -569,6 +570,21 @@ def lab_fingerprint(lab: Lab) -> str:
     return sha256(lab.path.read_bytes())
 
 
+def code_fingerprint(course: Course) -> str:
+    """Changes when the code that grading runs changes: the student files (``helpers/``, which
+    the tests call) and this package. Results graded with other code are kept, with a warning
+    (``grade_batch``): a fix there may or may not change a grade."""
+    digest = hashlib.sha256()
+    roots = [*course.student_files, Path(__file__).parent]
+    for root in roots:
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for path in files:
+            if path.is_file():
+                name = path.relative_to(root.parent).as_posix()
+                digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def grade_submission(
     submission: Submission, settings: Settings, feedback_path: Path | None = None
 ) -> dict:
@@ -714,6 +730,7 @@ def _result(
         "origin": submission.origin,
         "sha256": digest,  # of the submitted file
         "source_sha256": lab_fingerprint(lab),
+        "code_sha256": settings.code_sha256,
         "profile": settings.profile,
         "limits": asdict(settings.limits),
         "graded_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -1433,6 +1450,15 @@ def why_grade(path: Path, submission: Submission, lab_sha: str, settings: Settin
     return ""
 
 
+def _stored_field(path: Path, key: str) -> object:
+    """``key`` of the result stored at ``path``; None when it cannot be read or lacks it."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return stored.get(key) if isinstance(stored, dict) else None
+
+
 def _worker(submission: Submission, settings: Settings, out: str, notes: list[str]) -> dict:
     """Grade one submission in a worker process and store its result (atomically)."""
     out_path = Path(out)
@@ -1538,7 +1564,8 @@ def grade_batch(
         )
         for line in batch.ignored:
             log(f"a student with several notebooks: {shown(line)}")
-        todo, limited = [], 0
+        settings = dataclasses.replace(settings, code_sha256=code_fingerprint(settings.course))
+        todo, limited, other_code = [], 0, 0
         for submission in kept:
             stored = results_dir(out, lab.name) / f"{safe_name(submission.student)}.json"
             why = "new" if regrade else why_grade(stored, submission, lab_sha, settings)
@@ -1547,6 +1574,7 @@ def grade_batch(
                 limited += why == "limits"
             else:
                 batch.skipped.append(submission.student)
+                other_code += _stored_field(stored, "code_sha256") != settings.code_sha256
         if check and not _readable_before(out, lab.name, batch.skipped):
             check_lab(todo, lab, settings.course)
         notes = {
@@ -1559,6 +1587,11 @@ def grade_batch(
             log(
                 f"{limited} graded again: they ran out of time or memory under lower limits "
                 "than this run's"
+            )
+        if other_code:
+            log(
+                f"warning: {other_code} of the kept results were graded before helpers/ or the "
+                "grader changed; their grades stand (--regrade grades everyone again)"
             )
         if todo:
             given = [getattr(p, "path", p) for p in inputs]

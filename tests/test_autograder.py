@@ -1293,6 +1293,31 @@ def test_rerunning_regrades_only_what_is_missing(batch, tmp_path):
     assert read_csv(out / "grades.csv") == read_csv(batch["out"] / "grades.csv")
 
 
+def test_a_rerun_after_the_grading_code_changed_keeps_grades_and_says_so(batch, tmp_path):
+    """The student files (``helpers/``) changed since the batch was graded: a rerun keeps
+    every stored grade (a change there may or may not matter) and warns, naming how many and
+    ``--regrade``; with the code as it was graded, no warning."""
+    out = tmp_path / "out"
+    shutil.copytree(batch["out"], out)
+    everyone = len(list(batch["folder"].glob("*.ipynb")))
+    as_graded = dataclasses.replace(settings(), course=Course(root=TOY_ROOT, release_dir=TOY_ROOT))
+    lines: list[str] = []
+    report = grade_batch([batch["folder"]], out, as_graded, progress=False, log=lines.append)
+    assert len(report.skipped) == everyone and not any("warning: " in line for line in lines)
+    helpers = tmp_path / "helpers"
+    shutil.copytree(REPO_ROOT / "helpers", helpers, ignore=shutil.ignore_patterns("__pycache__"))
+    (helpers / "extra.py").write_text("FIXED = True\n")
+    changed = dataclasses.replace(
+        as_graded, course=dataclasses.replace(as_graded.course, student_files=(helpers,))
+    )
+    lines.clear()
+    report = grade_batch([batch["folder"]], out, changed, progress=False, log=lines.append)
+    assert report.graded == [] and len(report.skipped) == everyone
+    warned = [line for line in lines if "graded before helpers/ or the grader changed" in line]
+    assert len(warned) == 1 and "--regrade" in warned[0]
+    assert warned[0].startswith(f"warning: {everyone} of the kept results"), warned
+
+
 def test_a_rerun_with_higher_limits_regrades_who_ran_out_of_them(batch, tmp_path):
     """Raised limits: only the students whose stored run hit that limit are graded again (the
     batch built them: ``loop`` never ends; ``memory_bomb`` asks for 64 GiB; ``segfaults``
