@@ -611,11 +611,17 @@ def _written(args: argparse.Namespace, course: Course) -> int:
         return 2
     if not done:
         print("no written answers to score in these labs")
-    for lab, path, added in done:
+    for lab, path, added, rescore in done:
         print(
             f"{lab}: pages in {path.parent}/ (index.html); scores to fill in {path} "
             f"({added} rows added)"
         )
+        if rescore:
+            print(
+                f"{lab}: {len(rescore)} answer(s) changed since they were scored, their scores "
+                f"put back to waiting (the old one in the comment): {', '.join(rescore[:10])}"
+                f"{' ...' if len(rescore) > 10 else ''}"
+            )
     return 0
 
 

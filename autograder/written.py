@@ -16,16 +16,20 @@ for each lab graded into DIR:
   only while the answer is blank: once a regraded notebook has one, ``export`` leaves it to
   a person and ``written`` empties the row). Running ``written`` again (after more students
   were graded) keeps every other row of the file as it is and adds the missing ones:
-  nothing typed in is overwritten. A student's answer typed into a pasted copy of the
-  answer cell is the one shown; a cell whose metadata was removed is "not found".
+  nothing typed in is overwritten, except a score given to an answer that has changed since
+  ``written`` showed it (a notebook graded again): that score goes back to waiting, kept in
+  the comment (``answers-shown.json`` beside the scores holds a digest of each answer shown).
+  A student's answer typed into a pasted copy of the answer cell is the one shown; a cell
+  whose metadata was removed is "not found".
 
 ``export`` reads each lab's ``scores.csv`` when there is one: a score given there replaces
 the written answer's 0 (status ``ok``, the comment in the message) in the export's totals and
 cells; an empty score stays ``manual``. A score that is not a number from 0 to the question's
 points, a line with more fields than the header (an unquoted comma) or a score for a
-student and question with no written answer waiting (an id a spreadsheet changed) stops
-``export`` (``WrittenError``, exit 2) naming the file and line: a score is never dropped
-without a word. ``export`` also puts them on the class summary and in the score table of
+student and question with no written answer waiting (an id a spreadsheet changed), or a
+score of an answer that changed since it was shown, stops ``export`` (``WrittenError``, exit
+2) naming the file and line: a score is never dropped, or given to another answer, without a
+word. ``export`` also puts them on the class summary and in the score table of
 each student's feedback page (``export.refresh_pages``; ``grade`` too, once a scores file
 exists). ``grade``'s own ``grades.csv`` and ``totals.csv`` keep written answers at 0:
 waiting for a person.
@@ -35,8 +39,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import html
 import io
+import json
 import math
 from pathlib import Path
 
@@ -68,6 +74,35 @@ class WrittenError(ValueError):
 
 def scores_path(out: Path, lab: str) -> Path:
     return Path(out) / "written" / lab / "scores.csv"
+
+
+def _shown_path(out: Path, lab: str) -> Path:
+    """Beside the scores file: a digest of each answer as ``written`` last showed it."""
+    return scores_path(out, lab).with_name("answers-shown.json")
+
+
+def _shown(out: Path, lab: str) -> dict[str, str]:
+    """``"student\\tquestion"`` -> digest of the answer ``written`` last showed (empty when
+    there is no such file, or it cannot be read: then nothing counts as changed)."""
+    try:
+        shown = json.loads(_shown_path(out, lab).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return shown if isinstance(shown, dict) else {}
+
+
+def _digest(result: dict, grade_id: str) -> str | None:
+    """A digest of a student's answer (None when the result holds none to compare)."""
+    state, answer = _answer(result, grade_id)
+    if state in (NOT_FOUND, NOT_STORED):
+        return None
+    return hashlib.sha256(answer.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _changed(shown: dict[str, str], student: str, grade_id: str, digest: str | None) -> bool:
+    """Whether the answer differs from the one ``written`` showed when it was scored."""
+    before = shown.get(f"{student}\t{grade_id}")
+    return before is not None and digest is not None and before != digest
 
 
 def _prompt(lab: Lab, grade_id: str) -> str:
@@ -121,9 +156,12 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def write_pages(out: Path, course: Course, results: list[dict]) -> list[tuple[str, Path, int]]:
+def write_pages(
+    out: Path, course: Course, results: list[dict]
+) -> list[tuple[str, Path, int, list[str]]]:
     """Write the pages and the scores file of each lab of ``results`` (the results graded
-    into ``out``: ``export.select_results``). Returns (lab, scores file, rows added) per lab.
+    into ``out``: ``export.select_results``). Returns (lab, scores file, rows added, the
+    answers whose score was put back to waiting because the answer changed since) per lab.
     ``WrittenError`` when an existing scores file cannot be read (it is then left as it is)."""
     by_lab: dict[str, list[dict]] = {}
     for result in results:
@@ -142,14 +180,24 @@ def write_pages(out: Path, course: Course, results: list[dict]) -> list[tuple[st
         path = scores_path(out, name)
         rows = _read_rows(path) if path.exists() else []
         have = {(row["student"], row["question"]): row for row in rows}
-        added = 0
+        shown = _shown(out, name)
+        added, rescore = 0, []
         for question in questions:
             for result in results:
                 blank = _answer(result, question.grade_id)[0] == BLANK
                 row = have.get((result["student"], question.grade_id))
+                digest = _digest(result, question.grade_id)
+                changed = _changed(shown, result["student"], question.grade_id, digest)
+                if digest is not None:
+                    shown[f"{result['student']}\t{question.grade_id}"] = digest
                 if row is not None:
                     if _automatic(row) and not blank:  # answered since: a person scores it
                         row["score"] = row["comment"] = ""
+                    elif row["score"] and changed:  # a regraded notebook: to be scored again
+                        was = f"answer changed since it was scored {row['score']}"
+                        row["comment"] = f"{was}; {row['comment']}" if row["comment"] else was
+                        row["score"] = ""
+                        rescore.append(f"{result['student']} ({question.grade_id})")
                     continue
                 rows.append(
                     {
@@ -165,6 +213,7 @@ def write_pages(out: Path, course: Course, results: list[dict]) -> list[tuple[st
         rows.sort(key=lambda r: (order.get(r["question"], len(order)), r["student"]))
         table = [[row[column] for column in SCORES_COLUMNS] for row in rows]
         write_text_atomic(path, csv_text(SCORES_COLUMNS, table))
+        write_text_atomic(_shown_path(out, name), json.dumps(shown, indent=0, sort_keys=True))
         scored = {(r["student"], r["question"]) for r in rows if r["score"]}
         index = []
         for question in questions:
@@ -188,7 +237,7 @@ def write_pages(out: Path, course: Course, results: list[dict]) -> list[tuple[st
             + "".join(index)
             + "</table></body></html>",
         )
-        done.append((name, path, added))
+        done.append((name, path, added, rescore))
     return done
 
 
@@ -263,6 +312,7 @@ def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str
         if row["status"] == "manual"
     }
     found, lines = {}, {}
+    shown, changed = _shown(out, lab), []
     for row in _read_rows(path):
         line = row[LINE]
         if not row.get("score"):
@@ -280,6 +330,9 @@ def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str
         points, result = waiting[key]
         if _automatic(row) and _answer(result, key[1])[0] != BLANK:
             continue  # answered since it was scored 0: waiting for a person again
+        if not _automatic(row) and _changed(shown, key[0], key[1], _digest(result, key[1])):
+            changed.append(f"{path}:{line}: {key[0]} ({key[1]})")
+            continue
         if row["score"].isdigit() and row.get("comment", "").isdigit():
             raise WrittenError(
                 f"{path}:{line}: the score {row['score']!r} and the comment "
@@ -303,6 +356,13 @@ def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str
             )
         lines[key] = line
         found[key] = (score, row.get("comment", ""))
+    if changed:
+        raise WrittenError(
+            f"{len(changed)} written answer(s) changed since they were scored (a notebook "
+            f"graded again): {'; '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}. Run "
+            "`written` again: it puts those scores back to waiting (the old score kept in the "
+            "comment) and shows the new answers"
+        )
     return found
 
 

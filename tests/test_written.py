@@ -191,6 +191,40 @@ def test_a_blank_answer_answered_later_waits_for_a_person_again(graded, tmp_path
     assert "Signs cancel." in page
 
 
+def test_a_scored_answer_that_changed_is_scored_again(graded, tmp_path, capsys):
+    """A person scored two answers; then one student's notebook is graded again with another
+    answer. ``export`` stops (exit 2) naming that student, instead of giving the new answer
+    the old score; ``written`` puts that score back to waiting, the old one kept in the
+    comment, and says so; ``export`` then leaves it unscored. The unchanged answer keeps its
+    score throughout."""
+    out = fresh_copy(graded, tmp_path)
+    rows = score_the_solution(out, "good")
+    for row in rows:
+        if row["student"] == "html":
+            row["score"], row["comment"] = "1", "fine"
+    write_scores(out, rows)
+    assert cli.main(["export", "--out", str(out)]) == 0
+    stored = grade.results_dir(out, "toy") / "solution.json"
+    result = json.loads(stored.read_text())
+    result["answers"][QUESTION] = "A new answer."  # as a regrade of a new notebook stores it
+    stored.write_text(json.dumps(result))
+    capsys.readouterr()
+    assert cli.main(["export", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "1 written answer(s) changed since they were scored" in err
+    assert f"solution ({QUESTION})" in err and "html" not in err
+    assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
+    assert "1 answer(s) changed since they were scored" in capsys.readouterr().out
+    rows = {r["student"]: r for r in score_rows(out)}
+    assert rows["solution"]["score"] == ""
+    assert rows["solution"]["comment"] == "answer changed since it was scored 0.5; good"
+    assert (rows["html"]["score"], rows["html"]["comment"]) == ("1", "fine")
+    assert cli.main(["export", "--out", str(out)]) == 0
+    table = {r["student"]: r for r in read_csv(out / "export" / "grades.csv")}
+    assert table["solution"]["toy status"] == "manual"
+    assert table["html"]["toy status"] != "manual"
+
+
 def test_an_answer_in_a_pasted_copy_is_shown_and_a_lost_cell_is_not_scored(tmp_path):
     """An answer typed into a pasted copy of the answer cell (the original left blank) is
     the answer kept; an answer cell whose metadata was removed is "not found", never an
