@@ -196,7 +196,15 @@ def fine_tune(
         callbacks: run after every optimizer step, e.g. ``[lambda: pruner.apply(model)]``.
         lr: peak learning rate of the cosine schedule.
         verbose: print one line per epoch.
+
+    The model is left in training mode (as ``train`` leaves it): call ``model.eval()`` before
+    measuring it yourself.
     """
+    if steps_per_epoch is None and not hasattr(train_loader, "__len__"):
+        raise ValueError(
+            "fine_tune: train_loader has no length (a generator?): give steps_per_epoch, the "
+            "number of batches an epoch takes from it"
+        )
     steps = len(train_loader) if steps_per_epoch is None else steps_per_epoch
     if hasattr(train_loader, "__len__"):
         steps = min(steps, len(train_loader))

@@ -192,6 +192,13 @@ def test_sensitivity_scan_applies_returned_mask_and_restores_on_error():
     assert torch.equal(model.backbone.conv0.weight.detach(), before)
 
 
+def test_fine_tune_on_a_loader_without_length_asks_for_steps_per_epoch():
+    model = random_vgg(TINY_ARCH, seed=7)
+    data = iter(batches(num_batches=2, batch_size=4))
+    with pytest.raises(ValueError, match="train_loader has no length .* give steps_per_epoch"):
+        fine_tune(model, data, [], num_epochs=1, verbose=False)
+
+
 def test_a_prune_fn_that_returns_no_mask_is_named_in_the_scan_and_the_pruner():
     """A fine_grained_prune that prunes in place but forgets ``return mask``: do the scan and
     FineGrainedPruner both say so (the weight, its shape, what came back), and does the scan
