@@ -75,12 +75,14 @@ def kept_norm_share(model, pruned) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from helpers.data import seed_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     parser.add_argument("--data", type=Path, default=None, help="LAB_DATA (default: data/)")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5])
     parser.add_argument("--recalibrate-batches", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     args = parser.parse_args(argv)
     if args.recalibrate_batches < 1:
         parser.error("--recalibrate-batches must be at least 1")

@@ -171,6 +171,8 @@ def summary(rows: list[dict]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from helpers.data import seed_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="full", choices=["smoke", "quick", "full"])
     parser.add_argument("--data", type=Path, default=None, help="LAB_DATA (default: data/)")
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--epochs", type=int, default=None, help="the budget (default: the course's 20; smoke: 1)"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=seed_argument, nargs="+", default=[0])
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "runs" / "dense_recipes")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: the best)")
     args = parser.parse_args(argv)

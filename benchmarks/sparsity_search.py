@@ -113,6 +113,8 @@ def greedy_allocations(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from helpers.data import seed_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     parser.add_argument("--data", type=Path, default=None, help="LAB_DATA (default: data/)")
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="default: the profile's")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="default: profile's")
     parser.add_argument("--tolerance", type=float, default=0.1, help="points below dense")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     args = parser.parse_args(argv)
 
     import os

@@ -575,6 +575,18 @@ def _take_rows(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return images[index]
 
 
+def seed_argument(text: str) -> int:
+    """A command line's seed: a non-negative integer (what ``DeviceLoader`` takes), for
+    argparse's ``type=``."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, not {text!r}")
+    return seed
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The generator seed of ``DeviceLoader``'s epoch ``epoch`` under ``seed``: NumPy's
     ``SeedSequence`` hash of the pair, so distinct pairs give unrelated streams."""

@@ -122,6 +122,7 @@ def train(
         criterion: loss function of ``(logits, targets)``.
         optimizer: optimizer over the model's parameters.
         scheduler: learning-rate scheduler stepped after every optimizer step, or ``None``.
+        callbacks: callables run after every optimizer step (a pruner re-applying its masks).
         max_steps: stop after this many batches, taken from the dataloader (``None``: all).
             A dataloader that yields no batch at all is a ``ValueError``.
         verbose: show a tqdm progress bar.
@@ -435,6 +436,8 @@ def train_dense(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
+        if state.get("scaler"):  # fp16 training's loss scale, as it had adapted
+            _scaler_for(optimizer, device).load_state_dict(state["scaler"])
         first_epoch = int(state["epoch"])
         history = list(state["history"])
         if verbose:
@@ -461,6 +464,7 @@ def train_dense(
                 "scheduler": scheduler.state_dict(),
                 "epoch": epoch + 1,
                 "rng": _rng_state(),
+                "scaler": _SCALERS[optimizer].state_dict() if optimizer in _SCALERS else None,
                 "config": config,
                 "history": history,
             },
@@ -525,6 +529,8 @@ def _describe_checkpoint(path: Path) -> str:
 
 def train_dense_cli(argv: Sequence[str] | None = None) -> int:
     """``python -m helpers train-dense``: train the dense VGG; returns the exit status."""
+    from helpers.data import seed_argument
+
     parser = argparse.ArgumentParser(
         prog="python -m helpers train-dense",
         description=(
@@ -544,7 +550,7 @@ def train_dense_cli(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--label-smoothing", type=float, help="default: 0")
     parser.add_argument("--out", type=Path, help="checkpoint path (default: in LAB_DATA)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--device", help="cuda, cpu, ... (default: the best available)")
     parser.add_argument("--no-resume", action="store_true", help="ignore <out>.partial")
     parser.add_argument(

@@ -583,3 +583,15 @@ def test_torchvision_dataset_matches_device_loader(tmp_path):
     assert 0 <= x.min() and x.max() <= 1
     with pytest.raises(ValueError, match="split"):
         cifar10_torchvision_dataset("val", root=tmp_path)
+
+
+@pytest.mark.parametrize("seed", ["-1", "1.5", "x"])
+def test_command_lines_refuse_a_seed_the_loader_would_refuse(seed, capsys):
+    """``train-dense --seed -1`` (and the benchmarks, which share the argument type): a usage
+    error naming the value (exit 2), not a ValueError from deep in the loader."""
+    from helpers.train import train_dense_cli
+
+    with pytest.raises(SystemExit) as stopped:
+        train_dense_cli(["--profile", "smoke", "--seed", seed])
+    assert stopped.value.code == 2
+    assert f"a seed is a non-negative integer, not {seed!r}" in capsys.readouterr().err

@@ -400,8 +400,17 @@ def test_train_dense_defaults_to_the_profiles_recipe(data, tmp_path):
     assert {k: recorded[k] for k in expected} == expected  # lr 0.4, batch 512, ...
 
 
-def test_train_dense_resumes_after_an_interruption(data, tmp_path, monkeypatch):
-    """Killed during epoch 2, does a rerun continue from epoch 1 and end bit-identical?"""
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_train_dense_resumes_after_an_interruption(data, tmp_path, monkeypatch, precision):
+    """Killed during epoch 2, does a rerun continue from epoch 1 and end bit-identical? With
+    fp16 (older GPUs, run here on the CPU), the loss scale it had adapted to is resumed too
+    (it starts too large, so that epoch 1 skips steps: a fresh scale would skip them again)."""
+    if precision == "fp16":
+        real_scaler = torch.amp.GradScaler
+        monkeypatch.setattr(helpers.train, "autocast_dtype", lambda device: torch.float16)
+        monkeypatch.setattr(
+            torch.amp, "GradScaler", lambda *a, **k: real_scaler(*a, init_scale=2.0**20, **k)
+        )
     uninterrupted = run_dense(data, tmp_path / "a.pth").model
 
     out = tmp_path / "b.pth"
