@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import signal
 import sys
@@ -552,11 +553,12 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
         except UsageError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        except OSError as error:  # the output folder cannot be written: a full disk, say
+        except OSError as error:  # a file grading needs cannot be written: a full disk, say
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
             print(
                 f"error: grading stopped: {error.strerror or error} ({error.filename or args.out}); "
-                f"the students graded so far are kept in {args.out / '.results'}: make room and "
-                "run the same command again to finish",
+                f"the students graded so far are kept in {args.out / '.results'}: "
+                f"{'make room' if full else 'fix that'} and run the same command again to finish",
                 file=sys.stderr,
             )
             return 2
@@ -581,7 +583,7 @@ def _grade(args: argparse.Namespace, course: Course) -> int:
     scored = scores_path(args.out, args.lab).exists()
     if scored:  # a person scored written answers already: keep them on the pages
         try:
-            results = with_hand_scores(args.out, results)
+            results = with_hand_scores(args.out, results, strict=False)
         except WrittenError as error:
             scored = False
             print(f"warning: the written answers' scores are left out of the pages: {error}")

@@ -265,12 +265,20 @@ class _CappedClient(NotebookClient):
         used = self._output_used.get(cell_index, 0) + size
         self._output_used[cell_index] = used
         if used > self.output_bytes:
-            if error and cell_index not in self._error_kept:
-                # The first error past the cap (usually the one that ends the cell) is kept,
-                # clipped; more (a loop of showtraceback) would fill the grader's memory.
-                self._error_kept.add(cell_index)
+            if error:
+                # Past the cap, one error is kept, clipped: the latest, which replaces the one
+                # kept before (the last is the one that ends the cell). Keeping them all (a
+                # loop of showtraceback) would fill the grader's memory.
                 clipped = {**msg, "content": _clipped_error(content)}
-                return super().output(outs, clipped, display_id, cell_index)
+                before = self._error_kept.get(cell_index)
+                kept = super().output(outs, clipped, display_id, cell_index)
+                if kept is not None and before is not None:
+                    for index, out in enumerate(outs):
+                        if out is before:  # in its place: other outputs keep their indices
+                            outs[index] = outs.pop()
+                            break
+                self._error_kept[cell_index] = kept
+                return kept
             if cell_index not in self._output_cut:
                 self._output_cut.add(cell_index)
                 notice = v4.new_output(
@@ -294,7 +302,8 @@ class JudgeSpec:
         prelude: code the judge runs first, while the student's kernel starts on its cells
             (the lab's set-up cells, then the line that connects the judge to the student's
             kernel).
-        env: the judge's environment; the student's kernel's connection file and pid are added.
+        env: the judge's environment; the student's kernel's connection info (JSON) and pid
+            are added.
         cwd: the judge's working folder.
         lib: the folder on the judge's ``PYTHONPATH``; with ``preload``, the judge is forked
             from a template (``autograder.forking``) that imported ``preload`` from a copy
@@ -382,7 +391,7 @@ def _new_client(
         on_cell_executed=remember,
         resources={"metadata": {"path": str(cwd)}},
     )
-    client._output_used, client._output_cut, client._error_kept = {}, set(), set()
+    client._output_used, client._output_cut, client._error_kept = {}, set(), {}
     return client
 
 
@@ -521,9 +530,11 @@ class _Judge:
                 await self.ready
             except BaseException:  # noqa: BLE001 (cancelled)
                 pass
-        await _shutdown(self.client, self.km)
-        if self.log is not None:
-            self.log.close()
+        try:
+            await _shutdown(self.client, self.km)
+        finally:
+            if self.log is not None:
+                self.log.close()
 
 
 async def _execute(

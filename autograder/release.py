@@ -97,7 +97,7 @@ class CheckResult:
 
 def check(course: Course, lab: str, release_text: str, limits: Limits = Limits()) -> CheckResult:
     """Grade the solution and the blank release under smoke (two kernels, in parallel)."""
-    from autograder.grade import Settings, grade_batch
+    from autograder.grade import Settings, UsageError, grade_batch
 
     settings = Settings(course=course, lab=lab, limits=limits)
     with tempfile.TemporaryDirectory(prefix="autograder-check-") as scratch:
@@ -105,9 +105,17 @@ def check(course: Course, lab: str, release_text: str, limits: Limits = Limits()
         folder.mkdir()
         shutil.copy2(course.source_path(lab), folder / "solution.ipynb")
         (folder / "release.ipynb").write_text(release_text, encoding="utf-8")
-        batch = grade_batch(
-            [folder], Path(scratch) / "out", settings, jobs=2, progress=False, log=lambda *_: None
-        )
+        try:
+            batch = grade_batch(
+                [folder],
+                Path(scratch) / "out",
+                settings,
+                jobs=2,
+                progress=False,
+                log=lambda *_: None,
+            )
+        except UsageError as error:  # the set-up cells fail, no kernel starts, ...
+            raise ReleaseError(f"{lab}: the release cannot be checked: {error}") from None
     by_student = {r["student"]: r for r in batch.results}
     result = CheckResult(lab)
     autograded = {q.grade_id for q in course.load(lab).autograded}

@@ -179,18 +179,20 @@ def write_pages(
         folder = Path(out) / "written" / name
         path = scores_path(out, name)
         rows = _read_rows(path) if path.exists() else []
-        have = {(row["student"], row["question"]): row for row in rows}
+        have: dict[tuple[str, str], list[dict]] = {}
+        for row in rows:
+            have.setdefault((row["student"], row["question"]), []).append(row)
         shown = _shown(out, name)
         added, rescore = 0, []
         for question in questions:
             for result in results:
                 blank = _answer(result, question.grade_id)[0] == BLANK
-                row = have.get((result["student"], question.grade_id))
+                mine = have.get((result["student"], question.grade_id), [])
                 digest = _digest(result, question.grade_id)
                 changed = _changed(shown, result["student"], question.grade_id, digest)
                 if digest is not None:
                     shown[f"{result['student']}\t{question.grade_id}"] = digest
-                if row is not None:
+                for row in mine:  # every row of it (a duplicate line too)
                     if _automatic(row) and not blank:  # answered since: a person scores it
                         row["score"] = row["comment"] = ""
                     elif row["score"] and changed:  # a regraded notebook: to be scored again
@@ -198,6 +200,7 @@ def write_pages(
                         row["comment"] = f"{was}; {row['comment']}" if row["comment"] else was
                         row["score"] = ""
                         rescore.append(f"{result['student']} ({question.grade_id})")
+                if mine:
                     continue
                 rows.append(
                     {
@@ -294,14 +297,18 @@ def _question_page(lab: Lab, question, results: list[dict]) -> str:
     return "".join(parts)
 
 
-def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str], tuple]:
+def hand_scores(
+    out: Path, lab: str, results: list[dict], strict: bool = True
+) -> dict[tuple[str, str], tuple]:
     """(student, question) -> (score, comment) from the lab's scores file, for the written
     answers of ``results`` (empty when there is no file; rows without a score are left out,
     and so is the 0 ``written`` gave a blank answer that has been answered since).
     ``WrittenError`` names the line of a score that is not a number from 0 to the
     question's points, of a score for a (student, question) with no written answer waiting
     (an id changed by a spreadsheet, a student whose notebook is now unreadable), and of a
-    second score for the same one."""
+    second score for the same one. A score of an answer that changed since ``written`` showed
+    it is a ``WrittenError`` too, or with ``strict`` False (``grade``'s pages) left out: that
+    answer waits for a person again."""
     path = scores_path(out, lab)
     if not path.exists():
         return {}
@@ -356,7 +363,7 @@ def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str
             )
         lines[key] = line
         found[key] = (score, row.get("comment", ""))
-    if changed:
+    if changed and strict:
         raise WrittenError(
             f"{len(changed)} written answer(s) changed since they were scored (a notebook "
             f"graded again): {'; '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}. Run "
@@ -366,13 +373,13 @@ def hand_scores(out: Path, lab: str, results: list[dict]) -> dict[tuple[str, str
     return found
 
 
-def with_hand_scores(out: Path, results: list[dict]) -> list[dict]:
+def with_hand_scores(out: Path, results: list[dict], strict: bool = True) -> list[dict]:
     """``results`` (copies where changed) with the scores of each lab's scores file added:
     each scored written answer becomes an ``ok`` row with that score, and the result's score
     and status follow."""
     scored = {}
     for lab in sorted({r["lab"] for r in results}):
-        scored[lab] = hand_scores(out, lab, [r for r in results if r["lab"] == lab])
+        scored[lab] = hand_scores(out, lab, [r for r in results if r["lab"] == lab], strict)
     updated = []
     for result in results:
         given = scored.get(result["lab"], {})

@@ -174,7 +174,8 @@ def test_release_is_refused_when_tests_do_not_separate_solution_and_blank(tmp_pa
 def test_set_up_cells_that_fail_stop_the_batch_before_anyone_is_graded(tmp_path, capsys):
     """The lab's locked set-up cells fail (as they do under a profile whose data grading's
     workspaces lack): every submission would fail there and be stored as the grader's own
-    failure, so ``grade`` stops first (exit 2), saying which cell error, and stores nothing."""
+    failure, so ``grade`` stops first (exit 2), saying which cell error, and stores nothing;
+    ``release``, whose check grades the solution, refuses with that message (exit 1)."""
     course_root = tmp_path / "course"
     shutil.copytree(TOY_ROOT, course_root)
     path = course_root / "source" / "toy" / "toy.ipynb"
@@ -193,6 +194,11 @@ def test_set_up_cells_that_fail_stop_the_batch_before_anyone_is_graded(tmp_path,
     assert "FileNotFoundError: no CIFAR-10 here" in err and "grade under smoke" in err
     assert "nobody was graded" in err
     assert not list(results_dir(out, "toy").glob("*.json"))
+    released = tmp_path / "released"  # release's own check grades too: refused, no traceback
+    code = cli.main(["release", "--course", str(course_root), "--release-dir", str(released)])
+    err = capsys.readouterr().err
+    assert code == 1 and "toy: the release cannot be checked: the set-up cells" in err
+    assert not (released / "toy.ipynb").exists()
 
 
 def test_file_and_folder_names_that_are_not_utf8_are_graded_under_escaped_names(tmp_path):
@@ -1244,14 +1250,16 @@ def test_huge_output_and_sys_exit_cost_nothing(batch):
 
 
 def test_a_flood_of_error_outputs_is_capped_like_any_output(batch):
-    """40 tracebacks of 1 MB each in one cell: kept to the cell's output cap (the first error
-    past it clipped, the rest dropped with a notice), and the cell's own error still counts."""
+    """40 tracebacks of 1 MB each in one cell, then the error that ends it: kept to the cell's
+    output cap (past it one error is kept, clipped: the last, the cell's own; the rest are
+    dropped with a notice)."""
     result = json.loads((results_dir(batch["out"], "toy") / "floods_errors.json").read_text())
     assert scores(batch["table"], "floods_errors") == FULL  # an ungraded cell failed
     page = batch["out"] / "feedback" / "floods_errors" / "toy.html"
     assert page.stat().st_size < 4 * 2**20, page.stat().st_size
     text = page.read_text()
     assert "output beyond" in text and "39 xxx" not in text
+    assert "RuntimeError" in text and "the last one" in text
     assert result["internal_error"] is False
 
 

@@ -23,7 +23,7 @@ from autograder import cli, grade
 from autograder.course import COURSE_ROOT, Course
 from autograder.grade import Settings, grade_batch, load_results
 from autograder.notebooks import TEXT_STUB
-from autograder.written import NO_ANSWER, SCORES_COLUMNS, scores_path
+from autograder.written import NO_ANSWER, SCORES_COLUMNS, scores_path, with_hand_scores
 
 LIMITS = TOY_LIMITS
 QUESTION = "toy_q_why"
@@ -195,8 +195,9 @@ def test_a_scored_answer_that_changed_is_scored_again(graded, tmp_path, capsys):
     """A person scored two answers; then one student's notebook is graded again with another
     answer. ``export`` stops (exit 2) naming that student, instead of giving the new answer
     the old score; ``written`` puts that score back to waiting, the old one kept in the
-    comment, and says so; ``export`` then leaves it unscored. The unchanged answer keeps its
-    score throughout."""
+    comment, and says so (in every row of it: a duplicated line too); ``export`` then leaves
+    it unscored; ``grade``'s pages (not strict) leave only that answer waiting meanwhile. The
+    unchanged answer keeps its score throughout."""
     out = fresh_copy(graded, tmp_path)
     rows = score_the_solution(out, "good")
     for row in rows:
@@ -213,11 +214,22 @@ def test_a_scored_answer_that_changed_is_scored_again(graded, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 written answer(s) changed since they were scored" in err
     assert f"solution ({QUESTION})" in err and "html" not in err
+    lenient = {r["student"]: r for r in with_hand_scores(out, load_results(out), strict=False)}
+    statuses = {
+        s: [row["status"] for row in r["rows"] if row["question"] == QUESTION]
+        for s, r in lenient.items()
+    }
+    assert statuses["solution"] == ["manual"] and statuses["html"] == ["ok"]  # grade's pages
+    duplicated = score_rows(out)
+    duplicated.append({**next(r for r in duplicated if r["student"] == "solution"), "score": ""})
+    write_scores(out, duplicated)  # a pasted line: the scored row first, an empty copy after
     assert cli.main(["written", *COURSE, "--out", str(out)]) == 0
     assert "1 answer(s) changed since they were scored" in capsys.readouterr().out
+    solution_rows = [r for r in score_rows(out) if r["student"] == "solution"]
+    assert [r["score"] for r in solution_rows] == ["", ""]
     rows = {r["student"]: r for r in score_rows(out)}
     assert rows["solution"]["score"] == ""
-    assert rows["solution"]["comment"] == "answer changed since it was scored 0.5; good"
+    assert solution_rows[0]["comment"] == "answer changed since it was scored 0.5; good"
     assert (rows["html"]["score"], rows["html"]["comment"]) == ("1", "fine")
     assert cli.main(["export", "--out", str(out)]) == 0
     table = {r["student"]: r for r in read_csv(out / "export" / "grades.csv")}
