@@ -253,6 +253,17 @@ class _CappedClient(NotebookClient):
 
     output_bytes = Integer(2_000_000)
 
+    def _say_cut(self, outs: list, cell_index: int) -> None:
+        """Add, once per cell, the notice that output past the cap was dropped."""
+        if cell_index not in self._output_cut:
+            self._output_cut.add(cell_index)
+            notice = v4.new_output(
+                "stream",
+                name="stderr",
+                text=f"\n[autograder: output beyond {self.output_bytes:,} bytes dropped]\n",
+            )
+            outs.append(notice)
+
     def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001, ANN201
         content = msg.get("content", {})
         error = msg.get("msg_type") == "error"
@@ -265,29 +276,24 @@ class _CappedClient(NotebookClient):
         used = self._output_used.get(cell_index, 0) + size
         self._output_used[cell_index] = used
         if used > self.output_bytes:
-            if error:
-                # Past the cap, one error is kept, clipped: the latest, which replaces the one
-                # kept before (the last is the one that ends the cell). Keeping them all (a
-                # loop of showtraceback) would fill the grader's memory.
-                clipped = {**msg, "content": _clipped_error(content)}
-                before = self._error_kept.get(cell_index)
-                kept = super().output(outs, clipped, display_id, cell_index)
-                if kept is not None and before is not None:
-                    for index, out in enumerate(outs):
-                        if out is before:  # in its place: other outputs keep their indices
-                            outs[index] = outs.pop()
-                            break
-                self._error_kept[cell_index] = kept
-                return kept
-            if cell_index not in self._output_cut:
-                self._output_cut.add(cell_index)
-                notice = v4.new_output(
-                    "stream",
-                    name="stderr",
-                    text=f"\n[autograder: output beyond {self.output_bytes:,} bytes dropped]\n",
-                )
-                outs.append(notice)
-            return None
+            if not error:
+                self._say_cut(outs, cell_index)
+                return None
+            # Past the cap, one error is kept, clipped: the latest, which replaces the one kept
+            # before (the last is the one that ends the cell). Keeping them all (a loop of
+            # showtraceback) would fill the grader's memory.
+            clipped = {**msg, "content": _clipped_error(content)}
+            before = self._error_kept.get(cell_index)
+            if before is not None:
+                self._say_cut(outs, cell_index)
+            kept = super().output(outs, clipped, display_id, cell_index)
+            if kept is not None and before is not None:
+                for index, out in enumerate(outs):
+                    if out is before:  # in its place: other outputs keep their indices
+                        outs[index] = outs.pop()
+                        break
+            self._error_kept[cell_index] = kept
+            return kept
         return super().output(outs, msg, display_id, cell_index)
 
 

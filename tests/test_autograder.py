@@ -1249,6 +1249,40 @@ def test_huge_output_and_sys_exit_cost_nothing(batch):
     assert "output beyond" in page.read_text()
 
 
+def test_past_the_output_cap_one_error_is_kept_the_last():
+    """The capped client alone, fed kernel messages: past a 1,000-byte cap, five large errors
+    and then the cell's own leave one error (the last, in the first one's place), the output
+    before the cap, and one notice; an error's value is clipped to ERROR_CLIP characters."""
+    client = execute._CappedClient(nbformat.v4.new_notebook(), output_bytes=1000)
+    client.reset_execution_trackers()
+    client.clear_before_next_output = False
+    client._output_used, client._output_cut, client._error_kept = {}, set(), {}
+
+    def message(kind: str, content: dict) -> dict:
+        header = {"msg_type": kind}
+        return {
+            "msg_type": kind,
+            "header": header,
+            "parent_header": {"msg_id": "m"},
+            "content": content,
+        }
+
+    def error(name: str, value: str) -> dict:
+        return message("error", {"ename": name, "evalue": value, "traceback": [value[:50]]})
+
+    outs: list = []
+    client.output(outs, message("stream", {"name": "stdout", "text": "before\n"}), None, 0)
+    for i in range(5):
+        client.output(outs, error("ValueError", f"{i} " + "x" * 50_000), None, 0)
+    client.output(outs, error("RuntimeError", "the last one"), None, 0)
+    kinds = [(o.output_type, o.get("ename") or o.get("text")) for o in outs]
+    assert kinds[0] == ("stream", "before\n") and kinds[1] == ("error", "RuntimeError")
+    assert len(outs) == 3 and "output beyond 1,000 bytes dropped" in outs[2]["text"]
+    first = execute._clipped_error({"evalue": "x" * 50_000, "traceback": ["y" * 50_000]})
+    assert len(first["evalue"]) == execute.ERROR_CLIP + len(" ...")
+    assert sum(map(len, first["traceback"])) <= execute.ERROR_CLIP + len(" ...")
+
+
 def test_a_flood_of_error_outputs_is_capped_like_any_output(batch):
     """40 tracebacks of 1 MB each in one cell, then the error that ends it: kept to the cell's
     output cap (past it one error is kept, clipped: the last, the cell's own; the rest are
