@@ -6,11 +6,15 @@ cell whose nbgrader ``grade_id`` is ``grade_id`` (``old`` occurs there exactly o
 it, and check that exactly the autograded cells in ``fails`` lose their points (every other
 autograded cell keeps full marks).
 
+An entry may also give ``more`` (further substitutions, each with its own ``grade_id``, for
+a mistake that spans two cells) and ``says`` (grade_id -> text its message must hold).
+
 Why the ``fails`` sets are this small: each test cell builds its own inputs, and the tests of
 ``channel_prune`` and ``apply_channel_sorting`` build their hidden oracles with the student's
 own helper (``get_num_channels_to_keep``, ``get_input_channel_importance``, called like any
 student function, in the student's kernel), and use inputs on which a wrong helper agrees
-with the right one in their visible part. So a mistake in one function costs points only in that function's cells. A function
+with the right one in their visible part. So a mistake in one function costs points only in
+that function's cells, but for a helper of the wrong shape (``importance_wrong_dim``). A function
 with two test cells loses both when the mistake shows in both (e.g. ``>=`` also keeps a
 weight at sparsity 1, an edge case).
 """
@@ -59,6 +63,19 @@ MISTAKES: list[dict] = [
         "old": "mask = importance > threshold",
         "new": "mask = importance >= threshold",
         "fails": {FGP, FGP_EDGE},  # at sparsity 1 the largest weight survives
+    },
+    {
+        "name": "topk_breaks_ties",
+        "description": "fine_grained_prune keeps exactly the n - num_zeros largest (topk), so "
+        "weights tied with the threshold are not all pruned",
+        "grade_id": "lab1_fine_grained_prune_solution",
+        "old": "    threshold = importance.flatten().kthvalue(num_zeros).values\n"
+        "    mask = importance > threshold\n",
+        "new": "    mask = torch.zeros(num_elements, dtype=torch.bool)\n"
+        "    mask[importance.flatten().topk(num_elements - num_zeros).indices] = True\n"
+        "    mask = mask.view_as(tensor)\n",
+        "fails": {FGP, FGP_EDGE},  # the visible tie check says why; all-tied weights in edge cases
+        "says": {FGP: "weights tied with the threshold are pruned too"},
     },
     {
         "name": "kthvalue_not_flattened",
@@ -120,6 +137,23 @@ MISTAKES: list[dict] = [
         "fails": {"lab1_get_num_channels_to_keep"},
     },
     {
+        "name": "channels_helper_not_written",
+        "description": "get_num_channels_to_keep left unanswered, channel_prune counting inline",
+        "grade_id": "lab1_get_num_channels_to_keep_solution",
+        "old": "    return int(round(channels * (1 - prune_ratio)))\n",
+        "new": "    raise NotImplementedError()\n",
+        "more": [
+            {
+                "grade_id": "lab1_channel_prune_solution",
+                "old": "n_keep = get_num_channels_to_keep(prev_conv.out_channels, ratio)",
+                "new": "n_keep = int(round(prev_conv.out_channels * (1 - ratio)))",
+            }
+        ],
+        # channel_prune's cells take the counts channel_prune chose when the helper is not
+        # written, so they grade channel_prune alone
+        "fails": {"lab1_get_num_channels_to_keep"},
+    },
+    {
         "name": "next_conv_wrong_dim",
         "description": "channel_prune slices the next conv's output channels (dim 0)",
         "grade_id": "lab1_channel_prune_solution",
@@ -144,6 +178,18 @@ MISTAKES: list[dict] = [
         # apply_channel_sorting's cells use inputs on which L1 and L2 rank channels alike
         # (visible) or sort their oracle by the student's own importance (hidden).
         "fails": {"lab1_get_input_channel_importance"},
+    },
+    {
+        "name": "importance_wrong_dim",
+        "description": "get_input_channel_importance takes the norm per OUTPUT channel: shape "
+        "(c_out,), which apply_channel_sorting cannot sort the input channels by",
+        "grade_id": "lab1_get_input_channel_importance_solution",
+        "old": "slices = weight.detach().transpose(0, 1).flatten(1)",
+        "new": "slices = weight.detach().flatten(1)",
+        # the one cascade the notebook names: sorting by an importance of the wrong shape
+        # crashes, and its cell says that the importance is to blame
+        "fails": {"lab1_get_input_channel_importance", *SORTING},
+        "says": {"lab1_apply_channel_sorting": "get_input_channel_importance returned shape"},
     },
     {
         "name": "sort_prev_conv_wrong_dim",

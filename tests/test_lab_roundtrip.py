@@ -53,14 +53,19 @@ def mistakes(lab: str) -> list[dict]:
 
 def with_mistake(mistake: dict, notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """``notebook`` with one more mistake put in."""
-    (cell,) = [
-        c
-        for c in notebook.cells
-        if c.metadata.get("nbgrader", {}).get("grade_id") == mistake["grade_id"]
-    ]
-    assert cell.source.count(mistake["old"]) == 1, f"{mistake['name']}: `old` not found once"
-    cell.source = cell.source.replace(mistake["old"], mistake["new"])
+    for change in (mistake, *mistake.get("more", ())):
+        (cell,) = [
+            c
+            for c in notebook.cells
+            if c.metadata.get("nbgrader", {}).get("grade_id") == change["grade_id"]
+        ]
+        assert cell.source.count(change["old"]) == 1, f"{mistake['name']}: `old` not found once"
+        cell.source = cell.source.replace(change["old"], change["new"])
     return notebook
+
+
+def cells_changed(mistake: dict) -> set[str]:
+    return {change["grade_id"] for change in (mistake, *mistake.get("more", ()))}
 
 
 def rows_of(results: list[dict], student: str) -> dict[str, dict]:
@@ -108,7 +113,8 @@ def group_mistakes(items: list[dict]) -> list[list[dict]]:
     for mistake in items:
         for group in groups:
             if all(
-                m["grade_id"] != mistake["grade_id"] and not set(m["fails"]) & set(mistake["fails"])
+                not cells_changed(m) & cells_changed(mistake)
+                and not set(m["fails"]) & set(mistake["fails"])
                 for m in group
             ):
                 group.append(mistake)
@@ -157,13 +163,20 @@ def grade_mistakes(lab: str, tmp_path: Path, groups: list[list[dict]]) -> dict[s
         lost = {q for q in autograded if rows[q]["score"] < rows[q]["max_score"]}
         partial = {q for q in lost if rows[q]["score"] > 0}
         crashed = {q for q in autograded if rows[q]["status"] in ("error", "timeout")}
-        if lost != expected or partial or crashed:
+        unsaid = {
+            q: rows[q]["message"][:300]
+            for m in group
+            for q, text in m.get("says", {}).items()
+            if text not in rows[q]["message"]
+        }
+        if lost != expected or partial or crashed or unsaid:
             wrong[name] = {
                 "mistakes": [m["name"] for m in group],
                 "expected": sorted(expected),
                 "lost": sorted(lost),
                 "crashed": sorted(crashed),
                 "messages": {q: rows[q]["message"][:200] for q in lost ^ expected},
+                "unsaid": unsaid,
             }
     return wrong
 

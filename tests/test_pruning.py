@@ -323,6 +323,8 @@ def test_lab1_mistakes_match_the_source_notebook():
     names = [m["name"] for m in MISTAKES]
     assert len(names) == len(set(names))
     for mistake in MISTAKES:
-        assert mistake["grade_id"].endswith("_solution"), mistake["name"]
-        assert cells[mistake["grade_id"]].count(mistake["old"]) == 1, mistake["name"]
+        for change in (mistake, *mistake.get("more", ())):
+            assert change["grade_id"].endswith("_solution"), mistake["name"]
+            assert cells[change["grade_id"]].count(change["old"]) == 1, mistake["name"]
         assert mistake["fails"] and mistake["fails"] <= set(AUTOGRADED_POINTS), mistake["name"]
+        assert set(mistake.get("says", {})) <= mistake["fails"], mistake["name"]
