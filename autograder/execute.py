@@ -284,14 +284,13 @@ class _CappedClient(NotebookClient):
             # showtraceback) would fill the grader's memory.
             clipped = {**msg, "content": _clipped_error(content)}
             before = self._error_kept.get(cell_index)
-            if before is not None:
-                self._say_cut(outs, cell_index)
             kept = super().output(outs, clipped, display_id, cell_index)
             if kept is not None and before is not None:
                 for index, out in enumerate(outs):
                     if out is before:  # in its place: other outputs keep their indices
                         outs[index] = outs.pop()
                         break
+                self._say_cut(outs, cell_index)  # after: a pending clear_output empties outs
             self._error_kept[cell_index] = kept
             return kept
         return super().output(outs, msg, display_id, cell_index)

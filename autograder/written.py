@@ -199,7 +199,8 @@ def write_pages(
                         was = f"answer changed since it was scored {row['score']}"
                         row["comment"] = f"{was}; {row['comment']}" if row["comment"] else was
                         row["score"] = ""
-                        rescore.append(f"{result['student']} ({question.grade_id})")
+                        if f"{result['student']} ({question.grade_id})" not in rescore:
+                            rescore.append(f"{result['student']} ({question.grade_id})")
                 if mine:
                     continue
                 rows.append(

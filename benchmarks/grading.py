@@ -104,15 +104,17 @@ def load_mistakes(lab: str) -> list[dict]:
 
 
 def with_mistake(notebook: nbformat.NotebookNode, mistake: dict) -> nbformat.NotebookNode:
-    """``notebook`` with ``mistake["old"]`` replaced by ``mistake["new"]`` in its cell."""
-    (cell,) = [
-        c
-        for c in notebook.cells
-        if c.metadata.get("nbgrader", {}).get("grade_id") == mistake["grade_id"]
-    ]
-    if cell.source.count(mistake["old"]) != 1:
-        raise ValueError(f"mistake {mistake['name']}: its `old` text is not in the cell once")
-    cell.source = cell.source.replace(mistake["old"], mistake["new"])
+    """``notebook`` with ``mistake["old"]`` replaced by ``mistake["new"]`` in its cell (and
+    so for each of its ``more`` substitutions)."""
+    for change in (mistake, *mistake.get("more", ())):
+        (cell,) = [
+            c
+            for c in notebook.cells
+            if c.metadata.get("nbgrader", {}).get("grade_id") == change["grade_id"]
+        ]
+        if cell.source.count(change["old"]) != 1:
+            raise ValueError(f"mistake {mistake['name']}: its `old` text is not in the cell once")
+        cell.source = cell.source.replace(change["old"], change["new"])
     return notebook
 
 

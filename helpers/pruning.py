@@ -223,6 +223,34 @@ def fine_tune(
     return accuracies
 
 
+def sorting_failure(
+    model: nn.Module, error: Exception, importance_fn: Callable[[torch.Tensor], torch.Tensor]
+) -> AssertionError:
+    """Why sorting ``model``'s channels raised ``error``, for Lab 1's tests: an importance
+    function (the student's ``get_input_channel_importance``) whose result has the wrong
+    shape, which no sorting can use, else most likely a tensor reordered along the wrong
+    dimension. An importance function that raises is left to its own test."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    for i, conv in enumerate(convs[1:], start=1):
+        try:
+            shape = tuple(importance_fn(conv.weight).shape)
+        except Exception:  # noqa: BLE001 (its own test cell reports it)
+            break
+        if shape != (conv.weight.shape[1],):
+            return AssertionError(
+                f"get_input_channel_importance returned shape {shape} for conv{i}.weight of "
+                f"shape {tuple(conv.weight.shape)}: sorting needs one value per INPUT channel, "
+                f"({conv.weight.shape[1]},). Fix get_input_channel_importance first (its test "
+                "says how); apply_channel_sorting cannot pass while the importance it sorts by "
+                f"has the wrong shape. (apply_channel_sorting raised {error!r})"
+            )
+    return AssertionError(
+        f"apply_channel_sorting raised {error!r}. A shape error usually means a tensor was "
+        "reordered along the wrong dimension: permute conv i's OUTPUT channels (dim 0), bn i's "
+        "weight, bias, running_mean and running_var, and conv i+1's INPUT channels (dim 1)"
+    )
+
+
 @torch.no_grad()
 def random_vgg(
     arch: Sequence[int | str], num_classes: int = 10, seed: int = 0, device: str = "cpu"

@@ -28,6 +28,23 @@ FGP_EDGE = "lab1_fine_grained_prune_edge_cases"
 CHANNEL_PRUNE = {"lab1_channel_prune", "lab1_channel_prune_macs"}
 SORTING = {"lab1_apply_channel_sorting", "lab1_apply_channel_sorting_preserves_function"}
 
+
+def helper_unwritten_counting_inline(count: str) -> dict:
+    """get_num_channels_to_keep left as in the release, channel_prune computing ``count``."""
+    return {
+        "grade_id": "lab1_get_num_channels_to_keep_solution",
+        "old": "    return int(round(channels * (1 - prune_ratio)))\n",
+        "new": "    raise NotImplementedError()\n",
+        "more": [
+            {
+                "grade_id": "lab1_channel_prune_solution",
+                "old": "n_keep = get_num_channels_to_keep(prev_conv.out_channels, ratio)",
+                "new": f"n_keep = {count}",
+            }
+        ],
+    }
+
+
 MISTAKES: list[dict] = [
     {
         "name": "cheats_by_monkeypatching",
@@ -139,19 +156,18 @@ MISTAKES: list[dict] = [
     {
         "name": "channels_helper_not_written",
         "description": "get_num_channels_to_keep left unanswered, channel_prune counting inline",
-        "grade_id": "lab1_get_num_channels_to_keep_solution",
-        "old": "    return int(round(channels * (1 - prune_ratio)))\n",
-        "new": "    raise NotImplementedError()\n",
-        "more": [
-            {
-                "grade_id": "lab1_channel_prune_solution",
-                "old": "n_keep = get_num_channels_to_keep(prev_conv.out_channels, ratio)",
-                "new": "n_keep = int(round(prev_conv.out_channels * (1 - ratio)))",
-            }
-        ],
-        # channel_prune's cells take the counts channel_prune chose when the helper is not
+        **helper_unwritten_counting_inline("int(round(prev_conv.out_channels * (1 - ratio)))"),
+        # channel_prune's cells count channels with the rule the helper states when it is not
         # written, so they grade channel_prune alone
         "fails": {"lab1_get_num_channels_to_keep"},
+    },
+    {
+        "name": "channels_helper_not_written_wrong_counts",
+        "description": "get_num_channels_to_keep left unanswered, channel_prune keeping the "
+        "number of channels it should remove (int(c * ratio))",
+        **helper_unwritten_counting_inline("int(prev_conv.out_channels * ratio)"),
+        # the counts are checked against the rule the helper states, not against themselves
+        "fails": {"lab1_get_num_channels_to_keep", *CHANNEL_PRUNE},
     },
     {
         "name": "next_conv_wrong_dim",
@@ -189,7 +205,10 @@ MISTAKES: list[dict] = [
         # the one cascade the notebook names: sorting by an importance of the wrong shape
         # crashes, and its cell says that the importance is to blame
         "fails": {"lab1_get_input_channel_importance", *SORTING},
-        "says": {"lab1_apply_channel_sorting": "get_input_channel_importance returned shape"},
+        "says": {
+            "lab1_apply_channel_sorting": "get_input_channel_importance returned shape",
+            "lab1_apply_channel_sorting_preserves_function": "get_input_channel_importance returned",
+        },
     },
     {
         "name": "sort_prev_conv_wrong_dim",

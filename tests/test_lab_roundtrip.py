@@ -9,7 +9,7 @@ The mistakes are graded in one batch (--jobs 2) with the provided, non-graded ce
 the set-up skipped (the demos, the sensitivity scan, the fine-tuning runs): GRADING.md
 requires test cells to be self-contained, and the unmodified solution, graded the same way in
 the same batch, shows that they are. The default suite packs mistakes of different functions
-into one notebook (4 notebooks for Lab 1's 14 mistakes); `pytest -m slow` also grades each
+into one notebook (each notebook at most one mistake per function and per failing cell); `pytest -m slow` also grades each
 mistake alone.
 """
 

@@ -14,6 +14,7 @@ from helpers.pruning import (
     fine_tune,
     random_vgg,
     sensitivity_scan,
+    sorting_failure,
     sparse_model_size_ratio,
 )
 from helpers.train import evaluate, train
@@ -328,3 +329,27 @@ def test_lab1_mistakes_match_the_source_notebook():
             assert cells[change["grade_id"]].count(change["old"]) == 1, mistake["name"]
         assert mistake["fails"] and mistake["fails"] <= set(AUTOGRADED_POINTS), mistake["name"]
         assert set(mistake.get("says", {})) <= mistake["fails"], mistake["name"]
+
+
+def test_sorting_failure_blames_an_importance_of_the_wrong_shape_and_else_the_dimensions():
+    """Lab 1's sorting tests explain a crash: an importance per OUTPUT channel (shape (c_out,))
+    is named with both shapes; a right-shaped or a raising importance leaves the generic
+    wrong-dimension hint (a raising one is its own test's to report)."""
+    model = random_vgg(TINY_ARCH, seed=0)
+    error = IndexError("index out of range in self")
+
+    def per_output_channel(weight: torch.Tensor) -> torch.Tensor:
+        return weight.detach().flatten(1).norm(dim=1)
+
+    def right(weight: torch.Tensor) -> torch.Tensor:
+        return weight.detach().transpose(0, 1).flatten(1).norm(dim=1)
+
+    def unwritten(weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    message = str(sorting_failure(model, error, per_output_channel))
+    assert message.startswith("get_input_channel_importance returned shape (12,) for conv1")
+    assert "(12, 8, 3, 3)" in message and "(8,)" in message and "IndexError" in message
+    for importance in (right, unwritten):
+        message = str(sorting_failure(model, error, importance))
+        assert message.startswith("apply_channel_sorting raised IndexError") and "dim 0" in message
