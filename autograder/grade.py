@@ -499,10 +499,8 @@ def prime_data(settings: Settings, cache: Path, log=print) -> Path | None:
     if not setup:
         return None
     digest = hashlib.sha256(lab.path.read_bytes() + settings.profile.encode())
-    for root in settings.course.student_files:
-        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
-        for path in files:
-            digest.update(path.name.encode() + path.read_bytes())
+    for _, path in _python_files(settings.course.student_files):
+        digest.update(path.name.encode() + path.read_bytes())
     seed = Path(cache) / f"{lab.name}-{settings.profile}-{digest.hexdigest()[:16]}"
     if (seed / "data").is_dir():
         return seed / "data"
@@ -575,14 +573,21 @@ def code_fingerprint(course: Course) -> str:
     the tests call) and this package. Results graded with other code are kept, with a warning
     (``grade_batch``): a fix there may or may not change a grade."""
     digest = hashlib.sha256()
-    roots = [*course.student_files, Path(__file__).parent]
-    for root in roots:
-        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
-        for path in files:
-            if path.is_file():
-                name = path.relative_to(root.parent).as_posix()
-                digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for root, path in _python_files([*course.student_files, Path(__file__).parent]):
+        name = path.relative_to(root.parent).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def _python_files(roots: Iterable[Path]) -> list[tuple[Path, Path]]:
+    """(root, file) for each Python file under each folder of ``roots``, in order, and for
+    each root that is a file itself: what the student files and the grader's code are."""
+    return [
+        (root, path)
+        for root in roots
+        for path in (sorted(root.rglob("*.py")) if root.is_dir() else [root])
+        if path.is_file()
+    ]
 
 
 def grade_submission(

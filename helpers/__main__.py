@@ -42,23 +42,15 @@ def main(argv: list[str] | None = None) -> int:
 def _checkpoint() -> int:
     """Find (or download) the dense checkpoint, then load it: a file that is there but broken
     (an error page, a copy cut short, another model) fails here, not in a lab's first cell."""
-    import torch
-
     from helpers.checkpoints import (
         CheckpointError,
         find_or_download_checkpoint,
-        load_state_dict_file,
-        verify_state_dict,
+        load_dense_state_dict,
     )
-    from helpers.models import VGG
-    from helpers.profiles import VGG_ARCH
 
     try:
         path = find_or_download_checkpoint()
-        state_dict = load_state_dict_file(path)
-        with torch.device("meta"):
-            reference = VGG(VGG_ARCH)
-        verify_state_dict(state_dict, reference, path)
+        state_dict = load_dense_state_dict(path)
     except CheckpointError as error:
         print(error, file=sys.stderr)
         return 1

@@ -169,6 +169,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return _extract_state_dict(read_checkpoint(path), path)
 
 
+def load_dense_state_dict(path: str | Path, source: str | None = None) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` once it fits the course VGG key by key and shape by shape
+    (``CheckpointError`` naming ``source``, default ``path``, otherwise)."""
+    state_dict = load_state_dict_file(path)
+    with torch.device("meta"):  # shapes only: no weights drawn from the global generator
+        reference = VGG(VGG_ARCH)
+    verify_state_dict(state_dict, reference, source or path)
+    return state_dict
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
     """Load ``path`` into ``model`` after checking every key and shape; return its ``meta``."""
     path = Path(path)
@@ -242,8 +252,6 @@ def find_or_download_checkpoint(root: str | Path | None = None) -> Path:
         return path
     root.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
-    with torch.device("meta"):  # shapes only: no weights drawn from the global generator
-        reference = VGG(VGG_ARCH)
     for url, sha256 in checkpoint_sources():
         fd, tmp_name = tempfile.mkstemp(prefix=DENSE_CHECKPOINT + ".", suffix=".part", dir=root)
         os.close(fd)
@@ -251,7 +259,7 @@ def find_or_download_checkpoint(root: str | Path | None = None) -> Path:
         try:
             print(f"downloading {DENSE_CHECKPOINT} from {url}")
             torch.hub.download_url_to_file(url, str(tmp), hash_prefix=sha256, progress=True)
-            verify_state_dict(load_state_dict_file(tmp), reference, url)
+            load_dense_state_dict(tmp, source=url)
             _publish(tmp, path)
             return path
         except CheckpointError as error:
