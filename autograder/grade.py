@@ -1428,15 +1428,20 @@ def _raised(before: dict, limits: Limits, names: tuple[str, ...]) -> bool:
     return False
 
 
-def why_grade(path: Path, submission: Submission, lab_sha: str, settings: Settings) -> str:
-    """Why ``submission`` is graded now, given the result stored at ``path``: ``""`` when
-    that result holds (kept), ``"limits"`` when it ran out of time or memory under limits
-    lower than ``settings.limits``, else ``"new"`` (none stored, or a different submission,
-    source, profile or result format, or the grader failed on it)."""
+def read_stored(path: Path) -> dict | None:
+    """The result stored at ``path``; None when there is none or it cannot be read."""
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return "new"
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def why_grade(old: dict | None, submission: Submission, lab_sha: str, settings: Settings) -> str:
+    """Why ``submission`` is graded now, given its stored result ``old`` (``read_stored``):
+    ``""`` when that result holds (kept), ``"limits"`` when it ran out of time or memory
+    under limits lower than ``settings.limits``, else ``"new"`` (none stored, or a different
+    submission, source, profile or result format, or the grader failed on it)."""
     if not (
         isinstance(old, dict)
         and old.get("version") == RESULT_VERSION
@@ -1453,15 +1458,6 @@ def why_grade(path: Path, submission: Submission, lab_sha: str, settings: Settin
     if "memory" in hit and _raised(before, settings.limits, ("memory_mb",)):
         return "limits"
     return ""
-
-
-def _stored_field(path: Path, key: str) -> object:
-    """``key`` of the result stored at ``path``; None when it cannot be read or lacks it."""
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return stored.get(key) if isinstance(stored, dict) else None
 
 
 def _worker(submission: Submission, settings: Settings, out: str, notes: list[str]) -> dict:
@@ -1572,14 +1568,15 @@ def grade_batch(
         settings = dataclasses.replace(settings, code_sha256=code_fingerprint(settings.course))
         todo, limited, other_code = [], 0, 0
         for submission in kept:
-            stored = results_dir(out, lab.name) / f"{safe_name(submission.student)}.json"
+            path = results_dir(out, lab.name) / f"{safe_name(submission.student)}.json"
+            stored = None if regrade else read_stored(path)
             why = "new" if regrade else why_grade(stored, submission, lab_sha, settings)
             if why:
                 todo.append(submission)
                 limited += why == "limits"
             else:
                 batch.skipped.append(submission.student)
-                other_code += _stored_field(stored, "code_sha256") != settings.code_sha256
+                other_code += stored.get("code_sha256") != settings.code_sha256
         if check and not _readable_before(out, lab.name, batch.skipped):
             check_lab(todo, lab, settings.course)
         notes = {

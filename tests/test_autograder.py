@@ -308,8 +308,8 @@ def test_an_oversized_submission_is_unreadable_without_being_read(tmp_path, monk
     assert result["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     stored = tmp_path / "huge.json"
     stored.write_text(json.dumps(result))
-    lab = settings().course.load("toy")
-    assert grade.why_grade(stored, submission, grade.lab_fingerprint(lab), settings()) == ""
+    lab_sha = grade.lab_fingerprint(settings().course.load("toy"))
+    assert grade.why_grade(grade.read_stored(stored), submission, lab_sha, settings()) == ""
 
 
 def test_an_oversized_notebook_in_a_zip_is_cut_at_the_cap_and_refused(tmp_path, monkeypatch):
