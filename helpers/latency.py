@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.profiles import module_device
+from helpers.profiles import module_device, set_eval
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _inference(models: list[nn.Module], num_threads: int | None):
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         for model in models:
-            model.eval()
+            set_eval(model)
         with torch.inference_mode():
             yield
     finally:

@@ -179,6 +179,18 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def set_eval(model: nn.Module) -> None:
+    """``model.eval()``, also for a module made by ``torch.export`` (``exported.module()``),
+    which refuses ``eval()`` unless torchao's ``allow_exported_model_train_eval`` was applied
+    to it; its graph runs the way it was exported (eval mode, as the labs export), whatever
+    the flag says, so it is left as it is."""
+    try:
+        model.eval()
+    except NotImplementedError:
+        if not isinstance(model, torch.fx.GraphModule):
+            raise
+
+
 def module_device(model: nn.Module) -> torch.device:
     """The device of the first parameter or buffer of ``model`` (the CPU if it has none)."""
     for tensor in model.parameters():

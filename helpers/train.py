@@ -40,7 +40,7 @@ from helpers.checkpoints import (
     save_checkpoint,
 )
 from helpers.models import VGG
-from helpers.profiles import Profile, data_dir, get_device, get_profile, module_device
+from helpers.profiles import Profile, data_dir, get_device, get_profile, module_device, set_eval
 
 _INTEGER_DTYPES = {torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64}
 
@@ -196,7 +196,7 @@ def evaluate(
     """
     device = module_device(model)
     flags = [(module, module.training) for module in model.modules()]
-    model.eval()
+    set_eval(model)
     dtype = None if _holds_integer_weights(model) else autocast_dtype(device)
     num_correct = torch.zeros((), dtype=torch.int64, device=device)
     num_samples = 0

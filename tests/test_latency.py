@@ -127,3 +127,23 @@ def test_compare_restores_training_flags(threads):
     compare_latency({"t": trained, "f": frozen}, torch.randn(1, 8), n_warmup=0, n_test=2)
     assert trained.training and not frozen.training
     assert all(not training for _, training, _, _ in log)
+
+
+def test_an_exported_module_is_timed_and_evaluated_as_it_was_exported(threads):
+    """A module from ``torch.export`` refuses ``eval()`` (torchao's
+    ``allow_exported_model_train_eval`` was not applied): do ``measure_latency`` and
+    ``evaluate`` still run it, with the outputs of the eval-mode model it was exported from?"""
+    from helpers.train import evaluate
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Dropout(0.5), nn.Linear(16, 3))
+    model.eval()
+    x = torch.randn(6, 8)
+    exported = torch.export.export(model, (x,)).module()
+    with pytest.raises(NotImplementedError):
+        exported.eval()  # the reason for the helpers' care
+    assert measure_latency(exported, x, n_warmup=1, n_test=3).n == 3
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    assert evaluate(exported, [(x, labels)], verbose=False) == 100.0
+    assert evaluate(exported, [(x, (labels + 1) % 3)], verbose=False) == 0.0
