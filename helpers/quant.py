@@ -187,6 +187,17 @@ def cpu_capability() -> str:
         return "unknown"
 
 
+def cpu_has_vnni() -> bool | None:
+    """Whether this CPU has VNNI (AVX-512 VNNI or AVX-VNNI: int8 products summed in 32 bits),
+    as PyTorch sees it; None when this PyTorch cannot tell (``torch.cpu._is_vnni_supported``
+    is private and may go)."""
+    check = getattr(torch.cpu, "_is_vnni_supported", None)
+    try:
+        return None if check is None else bool(check())
+    except RuntimeError:
+        return None
+
+
 def select_quantized_engine(preference: Sequence[str] = ENGINE_PREFERENCE) -> str:
     """Set ``torch.backends.quantized.engine`` to the first supported of ``preference``.
 

@@ -217,6 +217,13 @@ def test_cpu_capability_is_text():
     assert quant.cpu_capability() == str(torch.backends.cpu.get_cpu_capability())
 
 
+def test_cpu_has_vnni_asks_pytorch_and_says_none_when_it_cannot(monkeypatch):
+    """Is the answer PyTorch's own (a bool), and None once its private check is gone?"""
+    assert quant.cpu_has_vnni() is bool(torch.cpu._is_vnni_supported())
+    monkeypatch.delattr(torch.cpu, "_is_vnni_supported")
+    assert quant.cpu_has_vnni() is None
+
+
 def test_torchao_status_reports_a_missing_torchao(monkeypatch):
     """With torchao unimportable, is it reported unavailable with the install command?"""
     monkeypatch.setitem(sys.modules, "torchao", None)  # makes `import torchao` fail
