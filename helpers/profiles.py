@@ -62,7 +62,10 @@ PROFILES: dict[str, Profile] = {
         finetune_epochs=5,
         finetune_steps_per_epoch=None,
         calib_batches=32,
-        expected_minutes="a few on one GPU (an estimate, not yet measured); hours on a CPU",
+        expected_minutes=(
+            "a few on one GPU for Lab 1, 10 to 20 for Lab 3, whose int8 models run on the CPU "
+            "(estimates, not yet measured); hours on a CPU alone"
+        ),
         note="CIFAR-10, whole test set, 5 fine-tuning epochs.",
     ),
     "quick": Profile(

@@ -97,6 +97,7 @@ def _scaler_for(optimizer: torch.optim.Optimizer, device: torch.device) -> torch
     return _SCALERS[optimizer]
 
 
+@torch.enable_grad()
 def train(
     model: nn.Module,
     dataloader: Iterable,
@@ -115,6 +116,9 @@ def train(
     ``num_epochs * len(dataloader)``. (The MIT lab builds a 5-epoch ``CosineAnnealingLR`` but
     steps it every batch, so its learning rate cycles up and down within each epoch; pass a
     per-step schedule such as ``make_finetune_setup``'s instead.)
+
+    Gradients are on inside, whatever the caller's grad mode: a ``torch.no_grad()`` block or
+    a ``torch.set_grad_enabled(False)`` left on by an earlier cell does not stop training.
 
     Args:
         model: the model, already on its device; it is left in training mode.

@@ -4,7 +4,9 @@ Used by the golden round trip of the autograder: for each entry, take the source
 (autograder/source/lab3_quant_prune/lab3_quant_prune.ipynb), replace ``old`` by ``new`` in the
 code cell whose nbgrader ``grade_id`` is ``grade_id`` (``old`` occurs there exactly once),
 grade it, and check that exactly the autograded cells in ``fails`` lose their points (every
-other autograded cell keeps full marks).
+other autograded cell keeps full marks). An empty ``fails`` is a right answer written another
+way (float32 arithmetic, say), which must keep every point. ``more``: further substitutions of
+the same mistake; ``says``: text the failing cell's message must contain.
 
 Why each ``fails`` set holds one cell: every test cell builds its own inputs, and the two
 test cells whose function calls other student functions build their hidden expectations with
@@ -96,6 +98,45 @@ MISTAKES: list[dict] = [
         "new": "model = model.cpu().eval()",
         "fails": {"lab3_quantize_model"},
     },
+    {
+        "name": "both_range_spellings",
+        "description": "make_qconfig writes reduce_range=True and quant_max=127: the range halves to [0, 63]",
+        "grade_id": "lab3_make_qconfig_solution",
+        "old": "quant_min=0, quant_max=127",
+        "new": "quant_min=0, quant_max=127, reduce_range=True",
+        "fails": {"lab3_make_qconfig"},
+        "says": {"lab3_make_qconfig": "not both"},
+    },
+    {
+        "name": "calibrate_sets_only_the_top_flag",
+        "description": "calibrate sets model.training = False: its submodules stay in training mode",
+        "grade_id": "lab3_calibrate_solution",
+        "old": "model.eval()",
+        "new": "model.training = False",
+        "fails": {"lab3_calibrate"},
+        "says": {"lab3_calibrate": "model.training = False sets the top module's flag only"},
+    },
+    {
+        "name": "calibrate_turns_gradients_off_for_good",
+        "description": (
+            "calibrate calls torch.set_grad_enabled(False) with no block, leaving gradients off "
+            "in the student's kernel: no cell loses points (train turns gradients on; the visible "
+            "check tells a student who runs it in their own kernel)"
+        ),
+        "grade_id": "lab3_calibrate_solution",
+        "old": "    with torch.no_grad():\n",
+        "new": "    torch.set_grad_enabled(False)\n    if True:\n",
+        "fails": set(),
+    },
+    {
+        "name": "quantize_ignores_its_qconfig",
+        "description": "quantize_model always uses make_qconfig(), whatever qconfig it is given",
+        "grade_id": "lab3_quantize_model_solution",
+        "old": "QConfigMapping().set_global(qconfig)",
+        "new": "QConfigMapping().set_global(make_qconfig())",
+        "fails": {"lab3_quantize_model"},
+        "says": {"lab3_quantize_model": "use the qconfig argument"},
+    },
     # ----------------------------------------------------------------- pruning
     {
         "name": "sparsity_of_weight_orig",
@@ -163,6 +204,63 @@ MISTAKES: list[dict] = [
         "old": "for module in model.modules():",
         "new": "for module in [m for m in model.modules() if isinstance(m, nn.Conv2d)]:",
         "fails": {"lab3_make_pruning_permanent"},
+    },
+    {
+        "name": "sparsity_in_float32",
+        "description": (
+            "sparsity_table computes the sparsity in float32 ((w == 0).float().mean()): right, "
+            "to float32's precision"
+        ),
+        "grade_id": "lab3_sparsity_table_solution",
+        "old": '"sparsity": zeros / numel}',
+        "new": '"sparsity": (weight == 0).float().mean().item()}',
+        "fails": set(),
+    },
+    {
+        "name": "global_sparsity_in_float32",
+        "description": "global_sparsity sums a tensor and divides in float32: right",
+        "grade_id": "lab3_global_sparsity_solution",
+        "old": "zeros += int((module.weight == 0).sum())",
+        "new": "zeros = zeros + (module.weight == 0).sum()",
+        "more": [
+            {
+                "grade_id": "lab3_global_sparsity_solution",
+                "old": "return zeros / numel if numel else 0.0",
+                "new": "return float(zeros / numel) if numel else 0.0",
+            }
+        ],
+        "fails": set(),
+    },
+    {
+        "name": "current_sparsity_in_float32",
+        "description": "prune_to_sparsity measures the current sparsity in float32: right",
+        "grade_id": "lab3_prune_to_sparsity_solution",
+        "old": "current = int((weight == 0).sum()) / weight.numel()",
+        "new": "current = (weight == 0).float().mean().item()",
+        "fails": set(),
+    },
+    {
+        "name": "schedule_over_all_epochs",
+        "description": "prune_finetune gives make_finetune_setup the steps of all epochs",
+        "grade_id": "lab3_prune_finetune_solution",
+        "old": "make_finetune_setup(model, num_epochs, steps)",
+        "new": "make_finetune_setup(model, num_epochs, num_epochs * steps)",
+        "fails": {"lab3_prune_finetune"},
+        "says": {"lab3_prune_finetune": "the weights differ from the text's recipe"},
+    },
+    {
+        "name": "setup_every_epoch",
+        "description": "prune_finetune builds a new optimizer and schedule every epoch",
+        "grade_id": "lab3_prune_finetune_solution",
+        "old": (
+            "    criterion, optimizer, scheduler = make_finetune_setup(model, num_epochs, steps)\n"
+            "    for _ in range(num_epochs):\n"
+        ),
+        "new": (
+            "    for _ in range(num_epochs):\n"
+            "        criterion, optimizer, scheduler = make_finetune_setup(model, num_epochs, steps)\n"
+        ),
+        "fails": {"lab3_prune_finetune"},
     },
     {
         "name": "remove_before_finetuning",

@@ -208,6 +208,18 @@ def test_max_steps_stops_early(data):
     assert log == ["scheduler"] * 3
 
 
+def test_train_trains_when_the_caller_left_gradients_off(data):
+    """A cell that left ``torch.set_grad_enabled(False)`` on (a calibration written without
+    ``with``): does ``train`` still update the weights, and leave the caller's mode as it was?"""
+    model = tiny_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torch.no_grad():
+        train(model, loaders(data)["train"], nn.CrossEntropyLoss(), optimizer, max_steps=2)
+        assert not torch.is_grad_enabled()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
 def test_max_steps_takes_only_the_batches_it_uses(data):
     """Are exactly ``max_steps`` batches drawn from the dataloader (none left over and lost
     from an iterator shared between calls), and is an empty dataloader an error, not a loss
