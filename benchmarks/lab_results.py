@@ -75,7 +75,7 @@ _out = {
         {"model": m, **{f"batch {b}": str(r) for b, r in by.items()}}
         for m, by in fx_latency.items()],
     "qconfig variants": variant_rows,
-    "int8 (PT2E)": pt2e_rows,
+    "int8 (PT2E)": [dict(r, **{"as converted (%)": simulated_accuracy}) for r in pt2e_rows],
     "structured pruning: masked against thin": cost_rows,
     f"global pruning at {PRUNE_AMOUNT:.0%}": [{
         "dense (%)": dense_accuracy, "global, not fine-tuned (%)": global_accuracy,

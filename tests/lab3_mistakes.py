@@ -12,8 +12,9 @@ Why each ``fails`` set holds one cell: every test cell builds its own inputs, an
 test cells whose function calls other student functions build their hidden expectations with
 the student's own versions of those (``quantize_model`` is compared with a reference int8
 model calibrated by the student's ``calibrate`` and ``make_qconfig``; ``prune_finetune``
-expects the masks of the student's ``apply_global_pruning`` and checks permanence only when
-the student's ``make_pruning_permanent`` works), while their visible checks only look at what
+expects the masks of the student's ``apply_global_pruning``, compares the weights with the
+text's recipe fine-tuned under those same masks, and checks permanence only when the
+student's ``make_pruning_permanent`` works), while their visible checks only look at what
 a wrong helper cannot spoil (quantized modules, the caller's model untouched, sparsity kept).
 """
 
@@ -261,6 +262,34 @@ MISTAKES: list[dict] = [
             "        criterion, optimizer, scheduler = make_finetune_setup(model, num_epochs, steps)\n"
         ),
         "fails": {"lab3_prune_finetune"},
+    },
+    {
+        "name": "global_pruning_with_biases",
+        "description": (
+            "apply_global_pruning ranks the biases too: its own cell fails; prune_finetune, "
+            "checked against the recipe with the same masks, keeps its points"
+        ),
+        "grade_id": "lab3_apply_global_pruning_solution",
+        "old": (
+            '(module, "weight") for module in model.modules() if isinstance(module, nn.Conv2d | '
+            "nn.Linear)"
+        ),
+        "new": (
+            "(module, kind) for module in model.modules() if isinstance(module, nn.Conv2d | "
+            'nn.Linear) for kind in ("weight", "bias")'
+        ),
+        "fails": {"lab3_apply_global_pruning"},
+    },
+    {
+        "name": "permanent_does_nothing",
+        "description": (
+            "make_pruning_permanent returns the model with its masks: its own cell fails; "
+            "prune_finetune keeps its points"
+        ),
+        "grade_id": "lab3_make_pruning_permanent_solution",
+        "old": "            prune.remove(module, name)",
+        "new": "            pass",
+        "fails": {"lab3_make_pruning_permanent"},
     },
     {
         "name": "remove_before_finetuning",

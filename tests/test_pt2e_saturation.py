@@ -39,9 +39,12 @@ def test_eight_bit_activations_saturate_only_without_vnni(images):
     """With the quantizer's default 8-bit activations, is the compiled model off by far more
     than rounding exactly where section 2.1 says (a CPU without VNNI), and close on one with
     it?"""
+    vnni = cpu_has_vnni()
+    if vnni is None:
+        pytest.skip("this PyTorch cannot tell whether the CPU has VNNI")
     torch.manual_seed(0)
     relative, _, _ = gap(Adversarial().eval(), *images, reduce_range=False)
-    if cpu_has_vnni() is False:
+    if not vnni:
         assert relative > 0.05, f"no saturation without VNNI: {relative:.2%}"
     else:
-        assert relative < 0.01, f"a gap with VNNI (or an unknown CPU): {relative:.2%}"
+        assert relative < 0.01, f"a gap with VNNI: {relative:.2%}"
