@@ -34,7 +34,9 @@ def get_model_macs(model: nn.Module, inputs: Any) -> int:
     layers, plus one MAC per output element of affine BatchNorm and of mean/average pooling.
     The model is traced in eval mode (so BatchNorm statistics are not updated) without
     gradients; each module's training flag is restored afterwards. Tensor inputs are moved
-    to the model's device.
+    to the model's device. With ``torch.nn.utils.prune`` masks attached, the hook's
+    ``weight_orig * weight_mask`` counts too (one MAC per weight): masks make a model dearer,
+    never cheaper.
     """
     device = module_device(model)
     if isinstance(inputs, torch.Tensor):

@@ -78,6 +78,18 @@ def test_macs_of_conv_and_linear_only():
     assert get_model_macs(model, torch.randn(1, 3, 32, 32)) == expected
 
 
+def test_macs_count_the_mask_multiply_of_a_pruned_layer():
+    """With a torch.nn.utils.prune mask attached, is the hook's weight_orig * weight_mask
+    counted, one MAC per weight, as the docstring says (masks never make a model cheaper)?"""
+    from torch.nn.utils import prune
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    x = torch.zeros(1, 3, 8, 8)
+    dense = get_model_macs(model, x)
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    assert get_model_macs(model, x) == dense + model[0].weight.numel()
+
+
 def test_macs_scale_with_batch_size():
     """Are MACs counted for the whole batch given (the course always uses batch 1)?"""
     model = VGG(SMALL_VGG_ARCH)
