@@ -844,7 +844,13 @@ def failure_message(cell, run, kind: str, before: Iterable = ()) -> str:
         return "not answered yet: a solution cell still raises NotImplementedError"
     text = f"{run.ename}: {evalue}" if evalue else run.ename
     if run.ename == "NameError":
-        text += " (did the cell that should define it run without an error?)"
+        crashed = [r for r in before if r.ename]
+        if crashed:  # say why the name is missing: a SyntaxError there reads as a NameError here
+            first = crashed[-1].evalue.strip().splitlines()[:1]
+            why = f"{crashed[-1].ename}: {first[0][:300]}" if first else crashed[-1].ename
+            text += f" (the cell that should define it failed: {why})"
+        else:
+            text += " (did the cell that should define it run without an error?)"
     if kind != "test":
         return f"failed: {text}"
     count = cell.get("execution_count")

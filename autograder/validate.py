@@ -58,7 +58,8 @@ def validate(
     try:
         notebook = read_submission(data)
     except Unreadable as why:
-        return Validation(None, [f"{path.name} cannot be graded: {why}."])
+        stop = "" if str(why).endswith(("?", ".", "!")) else "."
+        return Validation(None, [f"{path.name} cannot be graded: {why}{stop}"])
     lab = lab or course.infer_lab(grade_ids(notebook), path.stem)
     if lab is None:
         labs = ", ".join(course.checkable_labs()) or "none"

@@ -1076,6 +1076,19 @@ def test_a_value_left_unanswered_reads_not_answered_not_a_name_error():
     assert "did the cell that should define it run without an error?" in message
 
 
+def test_a_name_missing_after_a_crashed_solution_cell_names_that_cells_error():
+    """A solution cell with a SyntaxError defines nothing, and its test fails with a
+    NameError: does the message give the solution cell's own error, which is what to fix?"""
+    cell = nbformat.v4.new_code_cell("assert calibrate(None, [], 1) == 0")
+    missing = CellRun("error", 0.1, "NameError", "name 'calibrate' is not defined")
+    broken = CellRun("error", 0.1, "SyntaxError", "expected ':' (3471.py, line 3)\nmore")
+    message = grade.failure_message(cell, missing, "test", [CellRun("ok"), broken])
+    assert message.startswith("failed: NameError: name 'calibrate' is not defined")
+    assert message.endswith(
+        "(the cell that should define it failed: SyntaxError: expected ':' (3471.py, line 3))"
+    )
+
+
 def test_unreadable_submissions_get_zero_rows(batch):
     for student in ("empty", "not_json", "old_format", "no_metadata"):
         assert statuses(batch["table"], student) == {q: "unreadable" for q in QUESTIONS}
@@ -1536,6 +1549,17 @@ def test_validate_tells_a_student_what_passes(tmp_path, release_text, capsys):
     out, err = capsys.readouterr()
     assert "checking" not in err
     assert "FAIL     toy_double" in out and "NotImplementedError" in out
+
+
+def test_validate_says_why_a_file_cannot_be_graded_in_one_sentence(tmp_path, capsys):
+    """A truncated notebook: does validate refuse it, say why (the JSON error) and end the
+    sentence once (the reason may end with its own question mark)?"""
+    path = tmp_path / "mine.ipynb"
+    path.write_text(nbformat.writes(answered())[:200])
+    assert cli.main(["validate", str(path), "--course", str(TOY_ROOT), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "mine.ipynb cannot be graded: the file is not a notebook: it is not valid JSON" in out
+    assert "truncated?" in out and "?." not in out and ".." not in out
 
 
 def test_run_writes_the_executed_notebook(tmp_path, capsys):
