@@ -4,7 +4,7 @@
 #   make run LAB=lab1_pruning PROFILE=smoke   execute a solution notebook headless into runs/
 #   make release    regenerate the student notebooks from autograder/source/
 #   make data [FROM=path/to/cifar10-copy]     prepare CIFAR-10 and the dense checkpoint
-#   make check LAB=lab1_pruning               check a notebook as grading does (visible checks)
+#   make check LAB=lab1_pruning [NB=my.ipynb] check a notebook as grading does (visible checks)
 #   make handout    write the student handout (handout/ and handout.zip: no solutions)
 #   make gradescope LAB=lab1_pruning          write gradescope-<lab>.zip, a Gradescope autograder
 #   make gradescope LAB=lab1_pruning TRY=nb.ipynb   ... then run it here on nb.ipynb as Gradescope would
@@ -42,7 +42,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab lab1_pruning.ipynb lab3_quant_prune.ipynb $(JUPYTER_ROOT)
 
 check: $(STAMP)
-	$(BIN)/python -m autograder validate $(LAB).ipynb
+	$(BIN)/python -m autograder validate "$(or $(NB),$(LAB).ipynb)"
 
 # The student handout (make handout) has no sources, tests or solutions: these targets are the
 # instructors'. There they stop before installing anything.
