@@ -15,16 +15,19 @@ mistake alone.
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ as a package
+
 from autograder.course import Course
 from autograder.execute import Limits
 from autograder.grade import Settings, grade_batch
 from autograder.release import committed_matches, generate
+from benchmarks.grading import load_mistakes, with_mistake
 
 COURSE = Course()
 TESTS = Path(__file__).parent
@@ -42,26 +45,6 @@ def lab_param(lab: str):
 
 
 ALL_LABS = [lab_param(lab) for lab in LABS]
-
-
-def mistakes(lab: str) -> list[dict]:
-    spec = importlib.util.spec_from_file_location(f"{lab}_mistakes", LABS[lab])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.MISTAKES
-
-
-def with_mistake(mistake: dict, notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """``notebook`` with one more mistake put in."""
-    for change in (mistake, *mistake.get("more", ())):
-        (cell,) = [
-            c
-            for c in notebook.cells
-            if c.metadata.get("nbgrader", {}).get("grade_id") == change["grade_id"]
-        ]
-        assert cell.source.count(change["old"]) == 1, f"{mistake['name']}: `old` not found once"
-        cell.source = cell.source.replace(change["old"], change["new"])
-    return notebook
 
 
 def cells_changed(mistake: dict) -> set[str]:
@@ -135,7 +118,7 @@ def grade_mistakes(lab: str, tmp_path: Path, groups: list[list[dict]]) -> dict[s
     for number, group in enumerate(groups):
         notebook = nbformat.read(source, as_version=4)
         for mistake in group:
-            notebook = with_mistake(mistake, notebook)
+            notebook = with_mistake(notebook, mistake)
         name = group[0]["name"] if len(group) == 1 else f"group{number}"
         names[name] = group
         nbformat.write(notebook, folder / f"{name}.ipynb")
@@ -184,7 +167,7 @@ def grade_mistakes(lab: str, tmp_path: Path, groups: list[list[dict]]) -> dict[s
 @pytest.mark.parametrize("lab", ALL_LABS)
 def test_mistakes_lose_points_on_exactly_their_cells(lab, tmp_path):
     """Do the mistakes, several per notebook (one per function), lose exactly their cells?"""
-    wrong = grade_mistakes(lab, tmp_path, group_mistakes(mistakes(lab)))
+    wrong = grade_mistakes(lab, tmp_path, group_mistakes(load_mistakes(lab)))
     assert not wrong, wrong
 
 
@@ -192,5 +175,5 @@ def test_mistakes_lose_points_on_exactly_their_cells(lab, tmp_path):
 @pytest.mark.parametrize("lab", ALL_LABS)
 def test_each_mistake_alone_loses_points_on_exactly_its_cells(lab, tmp_path):
     """One notebook per mistake: does each lose points on exactly its `fails` cells?"""
-    wrong = grade_mistakes(lab, tmp_path, [[m] for m in mistakes(lab)])
+    wrong = grade_mistakes(lab, tmp_path, [[m] for m in load_mistakes(lab)])
     assert not wrong, wrong
