@@ -1576,7 +1576,7 @@ def grade_batch(
         for submission in kept:
             path = results_dir(out, lab.name) / f"{safe_name(submission.student)}.json"
             stored = None if regrade else read_stored(path)
-            why = "new" if regrade else why_grade(stored, submission, lab_sha, settings)
+            why = why_grade(stored, submission, lab_sha, settings)  # no result stored: "new"
             if why:
                 todo.append(submission)
                 limited += why == "limits"

@@ -199,8 +199,9 @@ def write_pages(
                         was = f"answer changed since it was scored {row['score']}"
                         row["comment"] = f"{was}; {row['comment']}" if row["comment"] else was
                         row["score"] = ""
-                        if f"{result['student']} ({question.grade_id})" not in rescore:
-                            rescore.append(f"{result['student']} ({question.grade_id})")
+                        entry = f"{result['student']} ({question.grade_id})"
+                        if entry not in rescore:
+                            rescore.append(entry)
                 if mine:
                     continue
                 rows.append(
