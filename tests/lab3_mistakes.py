@@ -276,7 +276,7 @@ MISTAKES: list[dict] = [
         ),
         "new": (
             "(module, kind) for module in model.modules() if isinstance(module, nn.Conv2d | "
-            'nn.Linear) for kind in ("weight", "bias")'
+            'nn.Linear) for kind in ("weight", "bias") if getattr(module, kind) is not None'
         ),
         "fails": {"lab3_apply_global_pruning"},
     },

@@ -8,9 +8,10 @@ should?
 The mistakes are graded in one batch (--jobs 2) with the provided, non-graded cells other than
 the set-up skipped (the demos, the sensitivity scan, the fine-tuning runs): GRADING.md
 requires test cells to be self-contained, and the unmodified solution, graded the same way in
-the same batch, shows that they are. The default suite packs mistakes of different functions
-into one notebook (each notebook at most one mistake per function and per failing cell); `pytest -m slow` also grades each
-mistake alone.
+the same batch, shows that they are. Each mistake is graded twice: alone in its notebook (what
+it costs by itself) and packed with mistakes of other functions (each notebook at most one
+mistake per function and per failing cell: several mistakes must not hide or add to each
+other). Packing alone can hide a mistake's extra loss behind another's expected one.
 """
 
 from __future__ import annotations
@@ -171,7 +172,6 @@ def test_mistakes_lose_points_on_exactly_their_cells(lab, tmp_path):
     assert not wrong, wrong
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("lab", ALL_LABS)
 def test_each_mistake_alone_loses_points_on_exactly_its_cells(lab, tmp_path):
     """One notebook per mistake: does each lose points on exactly its `fails` cells?"""
