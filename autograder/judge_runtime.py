@@ -88,8 +88,18 @@ def __autograder_request(request, response):
                 numpy.random.seed(seed)
             except ImportError:
                 pass
+            def storage(value):
+                try:
+                    return value.untyped_storage().data_ptr()
+                except Exception:
+                    return None
+            given = [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
+            before = [(key, value, storage(value)) for key, value in given if isinstance(value, torch.Tensor)]
             out["result"] = namespace[name](*args, **kwargs)
             out["args"], out["kwargs"] = args, kwargs
+            # Tensors given whose memory the function swapped (tensor.data = ..., set_): only
+            # the tensor object sees the new values, not other views of its memory.
+            out["rebound"] = [key for key, value, ptr in before if ptr is not None and storage(value) != ptr]
     except BaseException as error:
         out = {
             "ok": False,
@@ -415,8 +425,9 @@ class _Judge:
         if not answer["ok"]:
             raise _student_exception(name, answer)
         memo: dict[int, object] = {}
-        _update_in_place(args, answer["args"], memo)
-        _update_in_place(kwargs, answer["kwargs"], memo)
+        new_args, new_kwargs = _rebind_swapped(args, kwargs, answer, memo)
+        _update_in_place(args, new_args, memo)
+        _update_in_place(kwargs, new_kwargs, memo)
         return _map_identity(answer["result"], memo)
 
 
@@ -726,6 +737,30 @@ def _student_exception(name: str, answer: dict) -> BaseException:
     if traceback_text:
         error.add_note(f"(raised by your {name}:)\n{traceback_text}")
     return error
+
+
+def _rebind_swapped(args: tuple, kwargs: dict, answer: dict, memo: dict) -> tuple[tuple, dict]:
+    """The arguments that came back, after giving each tensor whose memory the student's
+    function swapped (``tensor.data = ...``: the answer's ``rebound``, positions and keyword
+    names) the new values the same way: ``original.data = new``, so that, as in one process,
+    a view of the old memory (``param.detach()``) does not see them. Those are then marked
+    unchanged, for ``_update_in_place`` not to copy them into the old memory; ``memo`` maps
+    them as ``_update_in_place`` does."""
+    new_args, new_kwargs = list(answer["args"]), dict(answer["kwargs"])
+    rebound = answer.get("rebound")
+    for key in rebound if isinstance(rebound, list) else []:
+        if type(key) is int and 0 <= key < min(len(args), len(new_args)):
+            original, new, where = args[key], new_args[key], (new_args, key)
+        elif type(key) is str and key in kwargs and key in new_kwargs:
+            original, new, where = kwargs[key], new_kwargs[key], (new_kwargs, key)
+        else:
+            continue
+        if isinstance(original, torch.Tensor) and isinstance(new, torch.Tensor):
+            with torch.no_grad():
+                original.data = new
+            memo[id(new)] = original  # returned too: the caller's object, as in one process
+            where[0][where[1]] = collections.OrderedDict([(UNCHANGED_KEY, 1)])
+    return tuple(new_args), new_kwargs
 
 
 def _update_in_place(original, new, memo: dict) -> None:

@@ -111,6 +111,17 @@ MISTAKES: list[dict] = [
         "fails": {FGP, FGP_EDGE},  # at sparsity 1 the caller's tensor must become zero
     },
     {
+        "name": "data_swapped_not_in_place",
+        "description": "fine_grained_prune sets tensor.data = tensor * mask: the tensor given "
+        "sees the zeros, but a parameter pruned through param.detach() (as FineGrainedPruner "
+        "does) keeps its weights; only the hidden check of a parameter catches it",
+        "grade_id": "lab1_fine_grained_prune_solution",
+        "old": "tensor.mul_(mask)",
+        "new": "tensor.data = tensor * mask",
+        "fails": {FGP},
+        "says": {FGP: "param.detach() was not pruned in place"},
+    },
+    {
         "name": "target_sparsity_is_kept_fraction",
         "description": "target_sparsity given as the fraction kept (10/25) instead of removed",
         "grade_id": "lab1_target_sparsity_solution",

@@ -101,6 +101,13 @@ def student(tmp_path_factory):
             tensor.mul_(mask)
             return mask
 
+        def prune_by_rebinding(tensor, sparsity):  # a common mistake: swaps the memory
+            num_zeros = round(tensor.numel() * sparsity)
+            threshold = tensor.abs().flatten().kthvalue(num_zeros).values
+            mask = tensor.abs() > threshold
+            tensor.data = tensor * mask
+            return tensor
+
         def prune_layer(model):
             prune.l1_unstructured(model.backbone.conv1, "weight", amount=0.5)
             return model
@@ -141,6 +148,25 @@ def test_proxy_prunes_in_place_and_returns_the_mask(student):
     param = nn.Parameter(original.clone())
     ns["fine_grained_prune"](param.detach(), 0.6)  # as FineGrainedPruner calls it
     assert torch.equal(param.detach(), original * oracle)
+
+
+def test_a_tensor_whose_memory_the_student_swapped_is_rebound_not_copied_into(student):
+    """``tensor.data = tensor * mask`` in the student's function: as in one process, does the
+    tensor given see the new values (and come back as the result, the same object) while a
+    parameter whose ``detach()`` was given keeps its old values, by position and by keyword?
+    (Copied into the old memory instead, the parameter would look pruned: a false pass of
+    Lab 1's check that prunes ``param.detach()``.)"""
+    judge, ns = student.judge(["prune_by_rebinding"])
+    weight = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    original = weight.clone()
+    oracle = original.abs() > sorted(original.abs().flatten().tolist())[17]
+    returned = ns["prune_by_rebinding"](weight, 0.6)
+    assert returned is weight and torch.equal(weight, original * oracle)
+    param = nn.Parameter(original.clone())
+    ns["prune_by_rebinding"](param.detach(), 0.6)
+    assert torch.equal(param.detach(), original)
+    ns["prune_by_rebinding"](tensor=param.detach(), sparsity=0.6)
+    assert torch.equal(param.detach(), original)
 
 
 def test_values_are_copied_not_proxied(student):
