@@ -323,6 +323,13 @@ def _limit_options(parser: argparse.ArgumentParser, defaults: Limits = Limits())
         help="address-space cap of the kernel in MiB (default: %(default)s)",
     )
     parser.add_argument(
+        "--file-mb",
+        type=_positive_int,
+        default=defaults.file_mb,
+        metavar="M",
+        help="largest file the student's kernel may write, in MiB (default: %(default)s)",
+    )
+    parser.add_argument(
         "--threads",
         type=_positive_int,
         default=None,
@@ -336,6 +343,7 @@ def _limits(args: argparse.Namespace, jobs: int = 1) -> Limits:
         cell_timeout=args.timeout,
         notebook_timeout=args.notebook_timeout,
         memory_mb=args.memory_mb,
+        file_mb=args.file_mb,
         threads=threads,
     )
 

@@ -1,8 +1,9 @@
 """Run a notebook cell by cell in a separate, limited kernel process.
 
 The kernel is an ordinary IPython kernel started by jupyter_client with a small launcher that
-first sets ``RLIMIT_AS`` (the memory cap, in MiB of address space) and drops the editable-install
-import hook, so ``import autograder`` does not resolve from the kernel. Each code cell runs
+first sets ``RLIMIT_AS`` (the memory cap, in MiB of address space) and ``RLIMIT_FSIZE`` (the
+largest file it may write: a runaway loop fails with ``OSError: [Errno 27] File too large``
+instead of filling the grader's disk) and drops the editable-install import hook, so ``import autograder`` does not resolve from the kernel. Each code cell runs
 with a time limit (never longer than what is left of the notebook's limit); a cell past its
 limit is interrupted and the kernel goes on with the next cell, unless it does not respond, in
 which case it is killed. A dead kernel (``os._exit``, a segfault, the memory cap) ends the run;
@@ -51,6 +52,9 @@ import resource, sys
 limit = {limit}
 if limit:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+file_limit = {file_limit}
+if file_limit:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
 {sandbox}
 sys.meta_path[:] = [f for f in sys.meta_path
                     if not getattr(f, "__module__", "").startswith("__editable__")]
@@ -68,6 +72,7 @@ class Limits:
     cell_timeout: float | None = 300.0  # seconds per cell
     notebook_timeout: float | None = 900.0  # seconds for the whole notebook
     memory_mb: int | None = 8192  # address space (RLIMIT_AS) of the kernel, MiB
+    file_mb: int | None = 1024  # largest file the student's kernel may write (RLIMIT_FSIZE), MiB
     threads: int = 1  # OMP/MKL/torch threads
     output_bytes: int = 2_000_000  # kept per cell; the rest is dropped with a notice
     startup_timeout: float = 120.0
@@ -139,7 +144,7 @@ def kernel_env(
 
 
 class _LimitedKernelManager(AsyncKernelManager):
-    """Starts ipykernel through a launcher that applies the memory cap first and, with a
+    """Starts ipykernel through a launcher that applies the memory and file-size caps first and, with a
     ``sandbox``, isolates the kernel (``autograder.sandbox``; then the connection file and the
     ZeroMQ ipc sockets are in ``<workspace>/.kernel/``).
 
@@ -147,6 +152,7 @@ class _LimitedKernelManager(AsyncKernelManager):
     """
 
     memory_bytes = Integer(0)
+    file_bytes = Integer(0)  # RLIMIT_FSIZE; 0: none
     sandbox = Instance(SandboxSpec, allow_none=True)
     template = Any(None, allow_none=True)  # a forking.Template: fork the kernel from it
 
@@ -216,7 +222,9 @@ class _LimitedKernelManager(AsyncKernelManager):
     def _launcher_code(self, parent: int | None = None) -> str:
         """The launcher's code; ``parent``: the pid that starts it, when not this process."""
         isolate = "" if self.launch is None else self.launch.code(self.connection_file, parent)
-        return _LAUNCHER.format(limit=int(self.memory_bytes), sandbox=isolate)
+        return _LAUNCHER.format(
+            limit=int(self.memory_bytes), file_limit=int(self.file_bytes), sandbox=isolate
+        )
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         code = self._launcher_code()
@@ -558,7 +566,11 @@ async def _execute(
     memory = int(limits.memory_mb or 0) << 20
     template = forking.template_for(env, preload)
     km = _LimitedKernelManager(
-        kernel_name="python3", memory_bytes=memory, sandbox=sandbox, template=template
+        kernel_name="python3",
+        memory_bytes=memory,
+        file_bytes=int(limits.file_mb or 0) << 20,
+        sandbox=sandbox,
+        template=template,
     )
     replies: dict[int, dict] = {}
     client = _new_client(notebook, km, limits, cwd, replies)

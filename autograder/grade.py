@@ -33,11 +33,10 @@ processes end as soon as it is gone, however it died (``_follow_grader``).
 
 Limits of this design, on purpose: what a student function returns must be built from data,
 PyTorch's classes and the course's (``helpers``) classes, or it is refused with a message; a
-value computed by a provided cell in the student's kernel (Lab 1's ``sparse_accuracy``, used
-only under ``full``) is taken from that kernel as it is. A test may swap in a reference
-version of another student function for one call (Lab 3's ``quantize_model`` and
-``prune_finetune`` cells do, to grade one function at a time); that reference then runs in
-the student's kernel for that call.
+value computed by a provided cell in the student's kernel is taken from that kernel as it is.
+A test may swap in a reference version of another student function for one call (Lab 3's
+``quantize_model`` and ``prune_finetune`` cells do, to grade one function at a time); that
+reference then runs in the student's kernel for that call.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ import builtins
 import contextlib
 import copy
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -1415,13 +1415,16 @@ def load_results(out: Path) -> list[dict]:
 def limits_hit(execution: Execution) -> list[str]:
     """Which limits a run ran into: ``time`` (a cell or the notebook timed out), ``memory``
     (a ``MemoryError``, or a kernel killed or crashed by a signal, or dead in a way not known;
-    not one that exited with a status of its own, ``os._exit``)."""
+    not one that exited with a status of its own, ``os._exit``), ``file`` (a write past the
+    file-size cap: ``OSError`` with errno ``EFBIG``)."""
     runs = execution.runs.values()
     hit = set()
     if execution.stopped_status == "timeout" or any(r.status == "timeout" for r in runs):
         hit.add("time")
     if any(r.maybe_memory or r.ename == "MemoryError" for r in runs):
         hit.add("memory")
+    if any(f"[Errno {errno.EFBIG}]" in r.evalue for r in runs if r.ename == "OSError"):
+        hit.add("file")
     return sorted(hit)
 
 
@@ -1445,8 +1448,8 @@ def read_stored(path: Path) -> dict | None:
 
 def why_grade(old: dict | None, submission: Submission, lab_sha: str, settings: Settings) -> str:
     """Why ``submission`` is graded now, given its stored result ``old`` (``read_stored``):
-    ``""`` when that result holds (kept), ``"limits"`` when it ran out of time or memory
-    under limits lower than ``settings.limits``, else ``"new"`` (none stored, or a different
+    ``""`` when that result holds (kept), ``"limits"`` when it ran out of time, memory or file
+    size under limits lower than ``settings.limits``, else ``"new"`` (none stored, or a different
     submission, source, profile or result format, or the grader failed on it)."""
     if not (
         isinstance(old, dict)
@@ -1462,6 +1465,8 @@ def why_grade(old: dict | None, submission: Submission, lab_sha: str, settings: 
     if "time" in hit and _raised(before, settings.limits, ("cell_timeout", "notebook_timeout")):
         return "limits"
     if "memory" in hit and _raised(before, settings.limits, ("memory_mb",)):
+        return "limits"
+    if "file" in hit and _raised(before, settings.limits, ("file_mb",)):
         return "limits"
     return ""
 
@@ -1593,7 +1598,7 @@ def grade_batch(
             log(f"{len(batch.skipped)} already graded (kept); {len(todo)} to grade")
         if limited:
             log(
-                f"{limited} graded again: they ran out of time or memory under lower limits "
+                f"{limited} graded again: they ran out of time, memory or file size under lower limits "
                 "than this run's"
             )
         if other_code:

@@ -54,7 +54,7 @@ def run_lab(
     env.setdefault("MPLBACKEND", "Agg")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    limits = Limits(cell_timeout=cell_timeout, notebook_timeout=None, memory_mb=None)
+    limits = Limits(cell_timeout=cell_timeout, notebook_timeout=None, memory_mb=None, file_mb=None)
     code_cells = len(code_cell_indices(notebook))
     began = time.monotonic()
     with (

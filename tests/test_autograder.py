@@ -312,6 +312,27 @@ def test_an_oversized_submission_is_unreadable_without_being_read(tmp_path, monk
     assert grade.why_grade(grade.read_stored(stored), submission, lab_sha, settings()) == ""
 
 
+def test_a_file_size_hit_is_graded_again_only_under_a_higher_file_cap(tmp_path):
+    """A stored result that hit the file-size cap (``limits_hit`` ``file``): graded again when
+    this run's ``file_mb`` is higher or unlimited, kept when it is the same or lower; a result
+    that hit only the memory cap is not graded again for a higher ``file_mb``."""
+    path = tmp_path / "writer.ipynb"
+    nbformat.write(answered(), path)
+    submission = Submission("writer", path, str(path), 0.0)
+    capped = dataclasses.replace(settings(), limits=dataclasses.replace(LIMITS, file_mb=1))
+    stored = grade.grade_submission(submission, capped)
+    lab_sha = grade.lab_fingerprint(settings().course.load("toy"))
+
+    def why(hit: list[str], file_mb: int | None) -> str:
+        again = dataclasses.replace(LIMITS, file_mb=file_mb)
+        old = {**stored, "limits_hit": hit}
+        return grade.why_grade(old, submission, lab_sha, dataclasses.replace(capped, limits=again))
+
+    assert stored["limits"]["file_mb"] == 1 and why([], 1) == ""
+    assert why(["file"], 2) == why(["file"], None) == "limits"
+    assert why(["file"], 1) == "" and why(["memory"], 2) == ""
+
+
 def test_an_oversized_notebook_in_a_zip_is_cut_at_the_cap_and_refused(tmp_path, monkeypatch):
     """A zip entry over the cap: is no more than the cap and one byte extracted (a zip bomb
     cannot fill the disk), and is it then scored unreadable for being too large?"""
@@ -1393,7 +1414,10 @@ def test_a_rerun_with_higher_limits_regrades_who_ran_out_of_them(batch, tmp_path
 
     graded, lines = rerun(cell_timeout=LIMITS.cell_timeout + 1)
     assert graded == ["loop"]
-    assert "1 graded again: they ran out of time or memory under lower limits" in "\n".join(lines)
+    assert (
+        "1 graded again: they ran out of time, memory or file size under lower limits"
+        in "\n".join(lines)
+    )
     assert statuses(grades_by_student(out), "loop")["toy_double"] == "timeout"  # still loops
     assert rerun(notebook_timeout=None)[0] == ["loop"]  # no limit is a higher one
     assert rerun(memory_mb=LIMITS.memory_mb + 1)[0] == [

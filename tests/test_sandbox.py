@@ -37,6 +37,7 @@ from autograder.execute import (
     execute,
     kernel_env,
 )
+from autograder.grade import limits_hit
 from autograder.sandbox import MODE_VARIABLE, SandboxError, SandboxSpec
 
 LIMITS = Limits(cell_timeout=20, notebook_timeout=90, memory_mb=2048, threads=1)
@@ -360,6 +361,31 @@ def test_interrupts_memory_cap_and_dead_kernels_still_work(namespaces, base):
     execution = run(cells, SandboxSpec(), base, limits=limits)
     assert statuses(execution) == ["timeout", "ok", "error", "dead", "not_run"], why(execution)
     assert execution.runs[2].ename == "MemoryError"
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_a_file_past_the_size_cap_fails_and_the_notebook_goes_on(mode, base, monkeypatch):
+    """With ``file_mb=1``, in the sandbox and in the fallback: does a 2 MiB write fail with
+    EFBIG (a file of 1 MiB exactly, at the cap, still passes), does the next cell run, does the
+    grader count the ``file`` limit as hit, and is a run without the cap unaffected?"""
+    monkeypatch.setenv(MODE_VARIABLE, mode)
+    if mode == "auto" and not _namespaces_here(SandboxSpec())[0]:
+        pytest.skip("Linux namespaces are unavailable here")
+    cells = [
+        "open('at_cap.bin', 'wb').write(bytes(1 << 20))",
+        "open('big.bin', 'wb').write(bytes(2 << 20))",
+        "x = 1",
+    ]
+    capped = dataclasses.replace(LIMITS, file_mb=1)
+    execution = run(cells, SandboxSpec(), base, limits=capped)
+    assert statuses(execution) == ["ok", "error", "ok"], why(execution)
+    assert execution.runs[1].ename == "OSError"
+    assert execution.runs[1].evalue.startswith(f"[Errno {errno.EFBIG}]"), why(execution)
+    assert limits_hit(execution) == ["file"]
+    shutil.rmtree(base / "workspace")
+    uncapped = run(cells, SandboxSpec(), base, limits=dataclasses.replace(LIMITS, file_mb=None))
+    assert statuses(uncapped) == ["ok", "ok", "ok"], why(uncapped)
+    assert limits_hit(uncapped) == []
 
 
 def test_a_client_outside_connects_through_the_connection_file(namespaces, base):
