@@ -41,6 +41,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# The least --file-mb: the student's kernel writes each answer to the judge (a returned
+# model and the arguments it changed: Lab 1's channel_prune sends two VGGs, 70 MiB under full)
+# under the same cap.
+MIN_FILE_MB = 256
+
+
+def _file_mb(text: str) -> int:
+    value = int(text)
+    if value < MIN_FILE_MB:
+        raise argparse.ArgumentTypeError(
+            f"at least {MIN_FILE_MB} MiB, got {text}: the student's kernel writes its answers "
+            "to the judge (models included) under the same cap"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m autograder",
@@ -324,10 +340,11 @@ def _limit_options(parser: argparse.ArgumentParser, defaults: Limits = Limits())
     )
     parser.add_argument(
         "--file-mb",
-        type=_positive_int,
+        type=_file_mb,
         default=defaults.file_mb,
         metavar="M",
-        help="largest file the student's kernel may write, in MiB (default: %(default)s)",
+        help=f"largest file the student's kernel may write, in MiB, at least {MIN_FILE_MB} "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--threads",

@@ -49,12 +49,14 @@ PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNA
 
 _LAUNCHER = """\
 import resource, sys
-limit = {limit}
-if limit:
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-file_limit = {file_limit}
-if file_limit:
-    resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+def cap(kind, value):  # never above the hard limit the grader itself runs under
+    hard = resource.getrlimit(kind)[1]
+    if value:
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(kind, (value, value))
+cap(resource.RLIMIT_AS, {limit})
+cap(resource.RLIMIT_FSIZE, {file_limit})
+del cap
 {sandbox}
 sys.meta_path[:] = [f for f in sys.meta_path
                     if not getattr(f, "__module__", "").startswith("__editable__")]

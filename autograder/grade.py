@@ -1412,18 +1412,26 @@ def load_results(out: Path) -> list[dict]:
     return results
 
 
+# How a write past the file-size cap (RLIMIT_FSIZE) fails, by writer: Python's own files
+# (EFBIG), torch.save (its zip writer finds the file shorter than it wrote) and numpy.save.
+FILE_CAP_ERRORS = re.compile(
+    rf"\[Errno {errno.EFBIG}\]|File too large|inline_container\.cc.*unexpected pos"
+    r"|^OSError: \d+ requested and \d+ written"
+)
+
+
 def limits_hit(execution: Execution) -> list[str]:
     """Which limits a run ran into: ``time`` (a cell or the notebook timed out), ``memory``
     (a ``MemoryError``, or a kernel killed or crashed by a signal, or dead in a way not known;
     not one that exited with a status of its own, ``os._exit``), ``file`` (a write past the
-    file-size cap: ``OSError`` with errno ``EFBIG``)."""
+    file-size cap, as each writer reports it: ``FILE_CAP_ERRORS``)."""
     runs = execution.runs.values()
     hit = set()
     if execution.stopped_status == "timeout" or any(r.status == "timeout" for r in runs):
         hit.add("time")
     if any(r.maybe_memory or r.ename == "MemoryError" for r in runs):
         hit.add("memory")
-    if any(f"[Errno {errno.EFBIG}]" in r.evalue for r in runs if r.ename == "OSError"):
+    if any(FILE_CAP_ERRORS.search(f"{r.ename}: {r.evalue}") for r in runs if r.status == "error"):
         hit.add("file")
     return sorted(hit)
 

@@ -90,16 +90,20 @@ def __autograder_request(request, response):
                 pass
             def storage(value):
                 try:
-                    return value.untyped_storage().data_ptr()
+                    return value.untyped_storage()
                 except Exception:
                     return None
+            # Tensors given whose memory the function swaps (tensor.data = ..., set_): only the
+            # tensor object sees the new values, not other views of its memory. The old
+            # memory is held until the comparison, so that no new tensor can take its address.
             given = [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
             before = [(key, value, storage(value)) for key, value in given if isinstance(value, torch.Tensor)]
             out["result"] = namespace[name](*args, **kwargs)
             out["args"], out["kwargs"] = args, kwargs
-            # Tensors given whose memory the function swapped (tensor.data = ..., set_): only
-            # the tensor object sees the new values, not other views of its memory.
-            out["rebound"] = [key for key, value, ptr in before if ptr is not None and storage(value) != ptr]
+            now = {key: storage(value) for key, value, _ in before}
+            out["rebound"] = [key for key, value, old in before if old is not None
+                              and (now[key] is None or now[key].data_ptr() != old.data_ptr())]
+            del before, now
     except BaseException as error:
         out = {
             "ok": False,
@@ -745,7 +749,9 @@ def _rebind_swapped(args: tuple, kwargs: dict, answer: dict, memo: dict) -> tupl
     names) the new values the same way: ``original.data = new``, so that, as in one process,
     a view of the old memory (``param.detach()``) does not see them. Those are then marked
     unchanged, for ``_update_in_place`` not to copy them into the old memory; ``memo`` maps
-    them as ``_update_in_place`` does."""
+    them as ``_update_in_place`` does. Only tensors given as arguments themselves are followed:
+    one inside a list, a dict or a module (``module.weight.data = ...``) is still copied into
+    its old memory."""
     new_args, new_kwargs = list(answer["args"]), dict(answer["kwargs"])
     rebound = answer.get("rebound")
     for key in rebound if isinstance(rebound, list) else []:

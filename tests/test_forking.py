@@ -41,6 +41,7 @@ print(json.dumps({
     "already": already, "imported_by": preloaded.IMPORTED_BY, "pid": os.getpid(),
     "ppid": os.getppid(), "calls": preloaded.CALLS, "cwd": os.getcwd(),
     "lab_data": os.environ.get("LAB_DATA"), "memory": resource.getrlimit(resource.RLIMIT_AS)[0],
+    "file": resource.getrlimit(resource.RLIMIT_FSIZE),
     "session": os.getsid(0), "tmp": tempfile.gettempdir(),
 }))
 """
@@ -82,7 +83,7 @@ def run_kernel(km: _LimitedKernelManager, cwd: Path, env: dict, code: str) -> di
 def test_each_kernel_is_a_fresh_fork_with_its_own_environment(tmp_path, lib):
     """Modules come imported from the template, but each kernel starts from the template's
     state (a list one kernel appends to is empty in the next), in its own session, folder,
-    environment and memory cap."""
+    environment, memory cap and file-size cap."""
     env = kernel_env({"PYTHONPATH": str(lib)})
     template = forking.Template(env, ("preloaded",), lib)
     try:
@@ -91,7 +92,7 @@ def test_each_kernel_is_a_fresh_fork_with_its_own_environment(tmp_path, lib):
             cwd = tmp_path / f"work{number}"
             cwd.mkdir()
             km = _LimitedKernelManager(
-                kernel_name="python3", memory_bytes=6 << 30, template=template
+                kernel_name="python3", memory_bytes=6 << 30, file_bytes=5 << 20, template=template
             )
             (cwd / "tmp").mkdir()
             run_env = {**env, "LAB_DATA": str(cwd / "data"), "TMPDIR": str(cwd / "tmp")}
@@ -104,6 +105,7 @@ def test_each_kernel_is_a_fresh_fork_with_its_own_environment(tmp_path, lib):
             assert report["cwd"] == str((tmp_path / f"work{number}").resolve())
             assert report["lab_data"] == str(tmp_path / f"work{number}" / "data")
             assert report["memory"] == 6 << 30
+            assert report["file"] == [5 << 20, 5 << 20]
             assert report["session"] == report["pid"], "the kernel is not in its own session"
             assert report["tmp"] == str(tmp_path / f"work{number}" / "tmp"), "the template's"
         assert seen[0]["pid"] != seen[1]["pid"]

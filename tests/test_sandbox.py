@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -30,6 +31,7 @@ from nbformat import v4
 
 from autograder import sandbox
 from autograder.execute import (
+    _LAUNCHER,
     Execution,
     Limits,
     _LimitedKernelManager,
@@ -37,7 +39,7 @@ from autograder.execute import (
     execute,
     kernel_env,
 )
-from autograder.grade import limits_hit
+from autograder.grade import FILE_CAP_ERRORS, limits_hit
 from autograder.sandbox import MODE_VARIABLE, SandboxError, SandboxSpec
 
 LIMITS = Limits(cell_timeout=20, notebook_timeout=90, memory_mb=2048, threads=1)
@@ -365,27 +367,53 @@ def test_interrupts_memory_cap_and_dead_kernels_still_work(namespaces, base):
 
 @pytest.mark.parametrize("mode", ["auto", "off"])
 def test_a_file_past_the_size_cap_fails_and_the_notebook_goes_on(mode, base, monkeypatch):
-    """With ``file_mb=1``, in the sandbox and in the fallback: does a 2 MiB write fail with
-    EFBIG (a file of 1 MiB exactly, at the cap, still passes), does the next cell run, does the
-    grader count the ``file`` limit as hit, and is a run without the cap unaffected?"""
+    """With ``file_mb=1``, in the sandbox and in the fallback: do 2 MiB writes by Python,
+    ``torch.save`` and ``numpy.save`` fail (a file of 1 MiB exactly, at the cap, still passes),
+    does each failure read as the ``file`` limit (``FILE_CAP_ERRORS``, so that a higher
+    ``--file-mb`` regrades it), does the last cell run, and is a run without the cap
+    unaffected?"""
     monkeypatch.setenv(MODE_VARIABLE, mode)
     if mode == "auto" and not _namespaces_here(SandboxSpec())[0]:
         pytest.skip("Linux namespaces are unavailable here")
     cells = [
-        "open('at_cap.bin', 'wb').write(bytes(1 << 20))",
+        "import numpy, torch\nopen('at_cap.bin', 'wb').write(bytes(1 << 20))",
         "open('big.bin', 'wb').write(bytes(2 << 20))",
+        "torch.save(torch.zeros(1 << 19), 'big.pt')",
+        "numpy.save('big.npy', numpy.zeros(1 << 18))",
         "x = 1",
     ]
-    capped = dataclasses.replace(LIMITS, file_mb=1)
-    execution = run(cells, SandboxSpec(), base, limits=capped)
-    assert statuses(execution) == ["ok", "error", "ok"], why(execution)
-    assert execution.runs[1].ename == "OSError"
+    limits = dataclasses.replace(LIMITS, memory_mb=8192)  # PyTorch maps more than 2 GiB
+    execution = run(cells, SandboxSpec(), base, limits=dataclasses.replace(limits, file_mb=1))
+    assert statuses(execution) == ["ok", "error", "error", "error", "ok"], why(execution)
     assert execution.runs[1].evalue.startswith(f"[Errno {errno.EFBIG}]"), why(execution)
+    for index in (1, 2, 3):
+        failed = execution.runs[index]
+        assert FILE_CAP_ERRORS.search(f"{failed.ename}: {failed.evalue}"), why(execution)
     assert limits_hit(execution) == ["file"]
     shutil.rmtree(base / "workspace")
-    uncapped = run(cells, SandboxSpec(), base, limits=dataclasses.replace(LIMITS, file_mb=None))
-    assert statuses(uncapped) == ["ok", "ok", "ok"], why(uncapped)
+    uncapped = run(cells, SandboxSpec(), base, limits=dataclasses.replace(limits, file_mb=None))
+    assert statuses(uncapped) == ["ok"] * 5, why(uncapped)
     assert limits_hit(uncapped) == []
+
+
+@pytest.mark.parametrize(("inherited_mb", "expected_mb"), [(None, 8), (2, 2)])
+def test_the_launcher_keeps_its_caps_under_the_hard_limit_it_inherits(inherited_mb, expected_mb):
+    """A grader run under a hard file-size limit lower than the cap asked for (``ulimit -Hf``):
+    does the kernel's launcher lower its cap to that limit (the kernel would not start with an
+    error otherwise), and set the cap as asked when nothing lower is inherited?"""
+    code = _LAUNCHER.format(limit=0, file_limit=8 << 20, sandbox="").split("del cap\n")[0]
+    code += "print(list(resource.getrlimit(resource.RLIMIT_FSIZE)))"
+
+    def inherit() -> None:
+        if inherited_mb is not None:
+            limit = inherited_mb << 20
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    printed = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=inherit, capture_output=True, text=True
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout) == [expected_mb << 20] * 2
 
 
 def test_a_client_outside_connects_through_the_connection_file(namespaces, base):
