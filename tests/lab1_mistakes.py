@@ -113,13 +113,14 @@ MISTAKES: list[dict] = [
     {
         "name": "data_swapped_not_in_place",
         "description": "fine_grained_prune sets tensor.data = tensor * mask: the tensor given "
-        "sees the zeros, but a parameter pruned through param.detach() (as FineGrainedPruner "
-        "does) keeps its weights; only the hidden check of a parameter catches it",
+        "sees the zeros, but a parameter given as param.detach() (as FineGrainedPruner gives "
+        "it) keeps its weights (the pruner then applies the returned mask itself, so the lab's "
+        "own run looks right)",
         "grade_id": "lab1_fine_grained_prune_solution",
         "old": "tensor.mul_(mask)",
         "new": "tensor.data = tensor * mask",
         "fails": {FGP},
-        "says": {FGP: "param.detach() was not pruned in place"},
+        "says": {FGP: "a weight given as param.detach(), as FineGrainedPruner gives it, was not"},
     },
     {
         "name": "target_sparsity_is_kept_fraction",
