@@ -100,10 +100,13 @@ def __autograder_request(request, response):
             before = [(key, value, storage(value)) for key, value in given if isinstance(value, torch.Tensor)]
             out["result"] = namespace[name](*args, **kwargs)
             out["args"], out["kwargs"] = args, kwargs
-            now = {key: storage(value) for key, value, _ in before}
-            out["rebound"] = [key for key, value, old in before if old is not None
-                              and (now[key] is None or now[key].data_ptr() != old.data_ptr())]
-            del before, now
+            def swapped(old, value):
+                try:
+                    return old.data_ptr() != value.untyped_storage().data_ptr()
+                except Exception:
+                    return False  # nothing to compare (a tensor subclass without storage)
+            out["rebound"] = [key for key, value, old in before if old is not None and swapped(old, value)]
+            del before
     except BaseException as error:
         out = {
             "ok": False,

@@ -401,6 +401,7 @@ def test_the_launcher_keeps_its_caps_under_the_hard_limit_it_inherits(inherited_
     """A grader run under a hard file-size limit lower than the cap asked for (``ulimit -Hf``):
     does the kernel's launcher lower its cap to that limit (the kernel would not start with an
     error otherwise), and set the cap as asked when nothing lower is inherited?"""
+    assert "del cap\n" in _LAUNCHER  # else the code below would start a kernel and wait
     code = _LAUNCHER.format(limit=0, file_limit=8 << 20, sandbox="").split("del cap\n")[0]
     code += "print(list(resource.getrlimit(resource.RLIMIT_FSIZE)))"
 
@@ -410,7 +411,7 @@ def test_the_launcher_keeps_its_caps_under_the_hard_limit_it_inherits(inherited_
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     printed = subprocess.run(
-        [sys.executable, "-c", code], preexec_fn=inherit, capture_output=True, text=True
+        [sys.executable, "-c", code], preexec_fn=inherit, capture_output=True, text=True, timeout=60
     )
     assert printed.returncode == 0, printed.stderr
     assert json.loads(printed.stdout) == [expected_mb << 20] * 2
