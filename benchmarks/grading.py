@@ -93,8 +93,13 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- submissions
 
 
+def mistakes_path(lab: str) -> Path:
+    """The file listing ``lab``'s common mistakes: ``tests/lab1_mistakes.py`` for lab1_pruning."""
+    return REPO_ROOT / "tests" / f"{lab.split('_')[0]}_mistakes.py"
+
+
 def load_mistakes(lab: str) -> list[dict]:
-    path = REPO_ROOT / "tests" / f"{lab.split('_')[0]}_mistakes.py"
+    path = mistakes_path(lab)
     if not path.is_file():
         return []
     spec = importlib.util.spec_from_file_location(path.stem, path)

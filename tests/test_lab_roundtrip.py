@@ -28,12 +28,11 @@ from autograder.course import Course
 from autograder.execute import Limits
 from autograder.grade import Settings, grade_batch
 from autograder.release import committed_matches, generate
-from benchmarks.grading import load_mistakes, with_mistake
+from benchmarks.grading import load_mistakes, mistakes_path, with_mistake
 
 COURSE = Course()
-TESTS = Path(__file__).parent
 # lab -> the file listing its common mistakes
-LABS = {"lab1_pruning": TESTS / "lab1_mistakes.py", "lab3_quant_prune": TESTS / "lab3_mistakes.py"}
+LABS = {lab: mistakes_path(lab) for lab in ("lab1_pruning", "lab3_quant_prune")}
 LIMITS = Limits(cell_timeout=300, notebook_timeout=900, threads=1)
 
 pytestmark = pytest.mark.timeout(1200)
