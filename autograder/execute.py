@@ -3,10 +3,11 @@
 The kernel is an ordinary IPython kernel started by jupyter_client with a small launcher that
 first sets ``RLIMIT_AS`` (the memory cap, in MiB of address space) and ``RLIMIT_FSIZE`` (the
 largest file it may write: a runaway loop fails with ``OSError: [Errno 27] File too large``
-instead of filling the grader's disk) and drops the editable-install import hook, so ``import autograder`` does not resolve from the kernel. Each code cell runs
-with a time limit (never longer than what is left of the notebook's limit); a cell past its
-limit is interrupted and the kernel goes on with the next cell, unless it does not respond, in
-which case it is killed. A dead kernel (``os._exit``, a segfault, the memory cap) ends the run;
+instead of filling the grader's disk) and drops the editable-install import hook, so
+``import autograder`` does not resolve from the kernel. Each code cell runs with a time limit
+(never longer than what is left of the notebook's limit); a cell past its limit is interrupted
+and the kernel goes on with the next cell, unless it does not respond, in which case it is
+killed. A dead kernel (``os._exit``, a segfault, the memory cap) ends the run;
 the cells not run are reported as such. Outputs are capped in bytes; the kernel's whole process
 group is killed at the end, so children it started do not outlive it (unless they left the
 group on purpose; with a ``SandboxSpec``, they cannot: ``autograder.sandbox`` isolates the
@@ -146,8 +147,8 @@ def kernel_env(
 
 
 class _LimitedKernelManager(AsyncKernelManager):
-    """Starts ipykernel through a launcher that applies the memory and file-size caps first and, with a
-    ``sandbox``, isolates the kernel (``autograder.sandbox``; then the connection file and the
+    """Starts ipykernel through a launcher that applies the memory and file-size caps first and,
+    with a ``sandbox``, isolates the kernel (``autograder.sandbox``; then the connection file and the
     ZeroMQ ipc sockets are in ``<workspace>/.kernel/``).
 
     Raises ``SandboxError`` on creation when ``AUTOGRADER_SANDBOX=require`` cannot be met.

@@ -1606,8 +1606,8 @@ def grade_batch(
             log(f"{len(batch.skipped)} already graded (kept); {len(todo)} to grade")
         if limited:
             log(
-                f"{limited} graded again: they ran out of time, memory or file size under lower limits "
-                "than this run's"
+                f"{limited} graded again: they ran out of time, memory or file size under lower "
+                "limits than this run's"
             )
         if other_code:
             log(

@@ -97,7 +97,8 @@ def __autograder_request(request, response):
             # tensor object sees the new values, not other views of its memory. The old
             # memory is held until the comparison, so that no new tensor can take its address.
             given = [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
-            before = [(key, value, storage(value)) for key, value in given if isinstance(value, torch.Tensor)]
+            before = [(key, value, storage(value)) for key, value in given
+                      if isinstance(value, torch.Tensor)]
             out["result"] = namespace[name](*args, **kwargs)
             out["args"], out["kwargs"] = args, kwargs
             def swapped(old, value):
@@ -105,7 +106,8 @@ def __autograder_request(request, response):
                     return old.data_ptr() != value.untyped_storage().data_ptr()
                 except Exception:
                     return False  # nothing to compare (a tensor subclass without storage)
-            out["rebound"] = [key for key, value, old in before if old is not None and swapped(old, value)]
+            out["rebound"] = [key for key, value, old in before
+                              if old is not None and swapped(old, value)]
             del before
     except BaseException as error:
         out = {
