@@ -150,6 +150,43 @@ def test_fp16_autocast_trains_with_loss_scaling(data, monkeypatch):
     assert fp16_accuracy != fp32_accuracy  # it learned
 
 
+def test_cpu_bf16_autocasts_on_the_cpu_with_channels_last_inputs(data):
+    """With cpu_bf16, do train and evaluate run the convolutions in bf16 on channels_last
+    inputs (as on a GPU), does evaluate count as a brute force under the same autocast does,
+    and without it is everything fp32 and contiguous as before?"""
+    model = tiny_model()
+    seen: list[tuple] = []
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    first_conv.register_forward_hook(
+        lambda module, args, out: seen.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last), out.dtype)
+        )
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    dataloader = loaders(data)["train"]
+    losses = [
+        train(model, dataloader, nn.CrossEntropyLoss(), optimizer, verbose=False, cpu_bf16=True)
+        for _ in range(3)
+    ]
+    assert set(seen) == {(True, torch.bfloat16)} and len(seen) == 3 * len(dataloader)
+    assert losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 master weights
+    seen.clear()
+    test = loaders(data)["test"]
+    accuracy = evaluate(model, test, verbose=False, cpu_bf16=True)
+    assert set(seen) == {(True, torch.bfloat16)}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model.eval()
+        correct = sum(
+            (model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y).sum().item()
+            for x, y in test
+        )
+    assert accuracy == pytest.approx(100 * correct / len(data["test_labels"]))
+    seen.clear()
+    evaluate(model, test, verbose=False)
+    assert set(seen) == {(False, torch.float32)}
+
+
 def test_scheduler_steps_once_per_batch_and_callbacks_follow_each_optimizer_step(data):
     """Is the scheduler stepped len(dataloader) times, each callback right after each step?"""
     model = tiny_model()
@@ -456,6 +493,20 @@ def test_train_dense_resumes_after_an_interruption(data, tmp_path, monkeypatch, 
         assert torch.equal(resumed.model.state_dict()[key], value), key
 
 
+def test_train_dense_records_cpu_bf16_and_resumes_only_with_it(data, tmp_path, capsys):
+    """Is cpu_bf16 one of the settings a checkpoint records and a resume checks, so that an
+    fp32 run's .partial is not continued in bf16 (nor the other way round)?"""
+    out = tmp_path / "e.pth"
+    fp32 = run_dense(data, tmp_path / "f32.pth", epochs=1)
+    helpers.checkpoints.save_atomic(  # what an fp32 run with these settings leaves after epoch 1
+        {"config": read_checkpoint(fp32.path)["meta"]["recipe"], "epoch": 1}, partial_path(out)
+    )
+    bf16 = run_dense(data, out, epochs=1, cpu_bf16=True, verbose=True)
+    assert "different settings (cpu_bf16)" in capsys.readouterr().out
+    assert read_checkpoint(bf16.path)["meta"]["recipe"]["cpu_bf16"] is True
+    assert "cpu_bf16" not in read_checkpoint(fp32.path)["meta"]["recipe"]
+
+
 def test_train_dense_ignores_a_partial_made_with_other_settings(data, tmp_path, capsys):
     """Is a .partial from another recipe (other epochs) ignored, with a notice, not mixed in?"""
     out = tmp_path / "c.pth"
@@ -499,6 +550,11 @@ def test_cli_passes_the_recipe_and_profile(monkeypatch, tmp_path):
     assert seen["profile"] == "full" and seen["epochs"] == 3 and seen["lr"] == 0.2
     assert seen["batch_size"] == 256 and seen["label_smoothing"] == 0.1
     assert seen["out"] == tmp_path / "x.pth" and seen["resume"] is False and seen["seed"] == 4
+    assert seen["cpu_bf16"] is False
+    assert (
+        train_dense_cli(["--profile", "full", "--out", str(tmp_path / "z.pth"), "--cpu-bf16"]) == 0
+    )
+    assert seen["cpu_bf16"] is True
     seen.clear()
     assert train_dense_cli(["--profile", "full", "--out", str(tmp_path / "y.pth")]) == 0
     left_out = ("epochs", "lr", "batch_size", "label_smoothing")
