@@ -37,7 +37,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_alternating(
+def time_alternating(
     runs: dict[str, Callable[[], object]], repeats: int, device: torch.device
 ) -> tuple[dict[str, list[float]], dict[str, object]]:
     """Wall times of ``repeats`` calls of each run, interleaved (A B A B ...) so that a change
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         num_workers=args.workers,
         pin_memory=pin,
     )
-    times, warm = _time_alternating(
+    times, warm = time_alternating(
         {
             "DeviceLoader": lambda: _predict(model, device_test, device),
             "torchvision DataLoader": lambda: _predict(model, tv_test, device),
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         num_workers=args.workers,
         pin_memory=pin,
     )
-    times, _ = _time_alternating(
+    times, _ = time_alternating(
         {
             "device": lambda: _consume(device_train, device),
             "torchvision": lambda: _consume(tv_train, device),
