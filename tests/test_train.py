@@ -507,6 +507,31 @@ def test_train_dense_records_cpu_bf16_and_resumes_only_with_it(data, tmp_path, c
     assert "cpu_bf16" not in read_checkpoint(fp32.path)["meta"]["recipe"]
 
 
+@pytest.mark.parametrize("hardware", [True, False])
+def test_train_dense_on_the_cpu_says_whether_cpu_bf16_pays(
+    data, tmp_path, capsys, monkeypatch, hardware
+):
+    """On a CPU with bf16 instructions, does an fp32 run suggest --cpu-bf16 (and a bf16 run not)?
+    Without them, does a bf16 run warn that it is emulated (and an fp32 run say nothing)?"""
+    monkeypatch.setattr(helpers.train, "cpu_has_bf16", lambda: hardware)
+    on_cifar = dataclasses.replace(TINY_PROFILE, name="tiny-cifar", dataset="cifar10")
+    said = {}
+    for cpu_bf16 in (False, True):
+        train_dense(
+            on_cifar,
+            epochs=1,
+            out=tmp_path / f"{cpu_bf16}.pth",
+            device="cpu",
+            dataloaders=loaders(data),
+            cpu_bf16=cpu_bf16,
+        )
+        said[cpu_bf16] = capsys.readouterr().out
+    assert all("training the dense VGG on the CPU" in out for out in said.values())
+    suggestion, warning = "--cpu-bf16 trains faster", "emulates them, slower than fp32"
+    assert (suggestion in said[False]) is hardware and suggestion not in said[True]
+    assert (warning in said[True]) is not hardware and warning not in said[False]
+
+
 def test_train_dense_ignores_a_partial_made_with_other_settings(data, tmp_path, capsys):
     """Is a .partial from another recipe (other epochs) ignored, with a notice, not mixed in?"""
     out = tmp_path / "c.pth"
