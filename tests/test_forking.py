@@ -269,8 +269,21 @@ def test_a_parallel_batch_leaves_no_template_folder_behind(tmp_path, monkeypatch
     batch = grade_batch([folder], tmp_path / "out", settings, jobs=2, progress=False, log=id)
     assert sorted(r["student"] for r in batch.results) == ["one", "two"]
     assert all(r["isolation"] for r in batch.results)
-    left = set(scratch.glob("autograder-template-*")) - before
+    left = [
+        path
+        for path in set(scratch.glob("autograder-template-*")) - before
+        if not owned_by_a_live_process(path)  # a grader running beside this test keeps its own
+    ]
     assert not left, f"template folders left behind: {sorted(left)}"
+
+
+def owned_by_a_live_process(folder: Path) -> bool:
+    """Whether a template folder belongs to a process still running (another grader on this
+    machine), or is gone already; the batch's workers have all exited when this is asked."""
+    try:
+        return forking._owner_alive((folder / forking.OWNER_FILE).read_text())
+    except FileNotFoundError:  # removed meanwhile, or just made and not yet marked
+        return True
 
 
 def test_folders_of_a_killed_grader_are_swept_and_live_ones_kept(tmp_path, monkeypatch):
