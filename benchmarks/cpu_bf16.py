@@ -52,6 +52,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def quartiles(samples: list[float]) -> tuple[float, float, float]:
+    """First quartile, median and third quartile of the samples (the median alone of one)."""
+    if len(samples) < 2:
+        return samples[0], samples[0], samples[0]
+    low, median, high = statistics.quantiles(samples, n=4, method="inclusive")
+    return low, median, high
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", choices=["course", "small"], default="course")
@@ -85,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} threads, kernels {torch.backends.cpu.get_cpu_capability()}, "
         f"bf16 in hardware: {cpu_has_bf16()}; load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"VGG ({args.arch}), random weights; medians of {args.repeats} calls per mode, in turns")
+    print(
+        f"VGG ({args.arch}), random weights; median (IQR) of {args.repeats} calls per mode, "
+        "in turns (each round starting with the other mode)"
+    )
 
     def step(name: str):
         return lambda: train(
@@ -104,16 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for what, make, images in (
         (f"training step, batch {args.batch_size}", step, args.batch_size),
-        (f"evaluation, {args.eval_images} images", score, args.eval_images),
+        (f"evaluation, {args.eval_images} images (batch 256)", score, args.eval_images),
     ):
         times, _ = time_alternating({name: make(name) for name in MODES}, args.repeats, device)
-        medians = {name: statistics.median(times[name]) for name in MODES}
-        fp32, bf16 = medians.values()
-        rows.append((what, medians, images, fp32 / bf16))
-    print("\n| what | fp32: s (images/s) | bf16: s (images/s) | bf16 speed-up |\n|---|---|---|---|")
-    for what, medians, images, ratio in rows:
-        cells = " | ".join(f"{s:.4g} ({images / s:.0f})" for s in medians.values())
-        print(f"| {what} | {cells} | {ratio:.2f}x |")
+        rows.append((what, {name: quartiles(times[name]) for name in MODES}, images))
+    print(
+        "\n| what | fp32: s (IQR) | fp32: images/s | bf16: s (IQR) | bf16: images/s "
+        "| bf16 speed-up |\n|---|---|---|---|---|---|"
+    )
+    for what, stats, images in rows:
+        cells = " | ".join(
+            f"{median:.4g} ({low:.4g}-{high:.4g}) | {images / median:.0f}"
+            for low, median, high in stats.values()
+        )
+        fp32, bf16 = (median for _, median, _ in stats.values())
+        print(f"| {what} | {cells} | {fp32 / bf16:.2f}x |")
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     return 0
 

@@ -40,16 +40,19 @@ def _sync(device: torch.device) -> None:
 def time_alternating(
     runs: dict[str, Callable[[], object]], repeats: int, device: torch.device
 ) -> tuple[dict[str, list[float]], dict[str, object]]:
-    """Wall times of ``repeats`` calls of each run, interleaved (A B A B ...) so that a change
-    in machine load hits both alike, after one untimed warm-up call each (whose results are
-    returned)."""
+    """Wall times of ``repeats`` calls of each run, interleaved (A B, B A, A B ...: each round
+    starts with the next run, as ``helpers.latency.compare_latency`` does) so that a change in
+    machine load or an order effect hits them alike, after one untimed warm-up call each
+    (whose results are returned)."""
     warm = {name: run() for name, run in runs.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
+    names = list(runs)
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
             _sync(device)
             start = time.perf_counter()
-            run()
+            runs[name]()
             _sync(device)
             times[name].append(time.perf_counter() - start)
     return times, warm

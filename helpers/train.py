@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import platform
 import sys
 import time
 import warnings
@@ -67,7 +68,7 @@ def _to_device(
 ) -> torch.Tensor:
     inputs = _move(inputs, device)
     if (channels_last or device.type == "cuda") and inputs.dim() == 4:
-        # channels_last inputs make cuDNN run the whole conv stack in NHWC; the model's own
+        # channels_last inputs make cuDNN (oneDNN on the CPU) run the conv stack in NHWC; the model's own
         # weights stay contiguous so that students' `.view` calls on them keep working.
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs
@@ -90,11 +91,14 @@ def _precision(device: torch.device, cpu_bf16: bool) -> torch.dtype | None:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16, AMX, or Arm's BF16), so that
-    ``cpu_bf16=True`` is faster than fp32 rather than emulated and slower."""
+    """Whether this CPU computes bf16 in hardware, so that ``cpu_bf16=True`` is faster than
+    fp32 rather than emulated and slower: on x86, AVX512-BF16 or AMX (an AVX-512 CPU without
+    them, such as Skylake to Ice Lake, only emulates bf16); elsewhere (Arm), what oneDNN says."""
     try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN, or an older PyTorch
+    except (AttributeError, RuntimeError):  # an older PyTorch, or a build without oneDNN
         return False
 
 
@@ -150,8 +154,9 @@ def train(
             A dataloader that yields no batch at all is a ``ValueError``.
         verbose: show a tqdm progress bar.
         desc: the progress bar's label.
-        cpu_bf16: on the CPU, autocast to bf16 with channels_last inputs, as on a GPU (2.5x
-            faster than fp32 on a CPU with bf16 hardware, ``cpu_has_bf16``); no effect on CUDA.
+        cpu_bf16: on the CPU, autocast to bf16 with channels_last inputs, as on a GPU
+            (faster than fp32 on a CPU with bf16 hardware, ``cpu_has_bf16``: docs/results.md);
+            no effect on other devices. For float models (not fake-quantized ones).
 
     Returns:
         The loss averaged over the training samples seen, as a Python float.
@@ -364,16 +369,22 @@ def _load_partial(path: Path, config: dict[str, Any], verbose: bool) -> dict[str
     return state
 
 
-def dense_config(recipe: DenseRecipe, profile: Profile, seed: int) -> dict[str, Any]:
+def dense_config(
+    recipe: DenseRecipe, profile: Profile, seed: int, cpu_bf16: bool = False
+) -> dict[str, Any]:
     """The settings ``train_dense`` records in its checkpoint's ``meta["recipe"]`` (and checks
-    before resuming): the recipe, the profile's data and architecture, and the seed."""
-    return {
+    before resuming): the recipe, the profile's data and architecture, the seed, and
+    ``cpu_bf16`` when it is on (so that fp32 runs keep the settings they always had)."""
+    config = {
         **asdict(recipe),
         "profile": profile.name,
         "dataset": profile.dataset,
         "arch": list(profile.arch),
         "seed": seed,
     }
+    if cpu_bf16:
+        config["cpu_bf16"] = True
+    return config
 
 
 def train_dense(
@@ -436,16 +447,15 @@ def train_dense(
     epochs, lr, momentum, weight_decay, batch_size, label_smoothing, peak_fraction = (
         getattr(recipe, k) for k in given
     )
-    config = dense_config(recipe, profile, seed)
     if verbose and cpu_bf16 and device.type != "cpu":
-        print(f"cpu_bf16 is for the CPU; on {device.type} training autocasts as it always does")
+        print(f"cpu_bf16 is for the CPU: ignored on {device.type}")
     cpu_bf16 = cpu_bf16 and device.type == "cpu"  # a GPU autocasts already (autocast_dtype)
-    if cpu_bf16:
-        config["cpu_bf16"] = True
+    config = dense_config(recipe, profile, seed, cpu_bf16=cpu_bf16)
     if verbose and device.type == "cpu" and profile.dataset != "synthetic":
+        minutes = "about 5" if cpu_bf16 else "9 to 35"
         print(
             f"training the dense VGG on the CPU: {epochs} epoch{'' if epochs == 1 else 's'}, "
-            "4 to 35 minutes each on 2 CPU cores (docs/results.md); far faster on a GPU"
+            f"{minutes} minutes each on 2 CPU cores (docs/results.md); far faster on a GPU"
         )
         if cpu_bf16 and not cpu_has_bf16():
             print("this CPU has no bf16 instructions: --cpu-bf16 emulates them, slower than fp32")
@@ -601,7 +611,7 @@ def train_dense_cli(argv: Sequence[str] | None = None) -> int:
         "--cpu-bf16",
         action="store_true",
         help="on the CPU, train in bf16 autocast with channels-last inputs, as on a GPU "
-        "(about 2.5x faster than fp32 on a CPU with AVX512-BF16 or AMX; slower without)",
+        "(faster than fp32 on a CPU with AVX512-BF16 or AMX, docs/results.md; slower without)",
     )
     parser.add_argument("--no-resume", action="store_true", help="ignore <out>.partial")
     parser.add_argument(

@@ -10,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import cpu_bf16  # noqa: E402
+import torch  # noqa: E402
 
 
 def test_it_times_fp32_and_bf16_in_turns_through_helpers_train(monkeypatch, capsys):
@@ -31,24 +32,27 @@ def test_it_times_fp32_and_bf16_in_turns_through_helpers_train(monkeypatch, caps
     monkeypatch.setattr(cpu_bf16, "train", spy_train)
     monkeypatch.setattr(cpu_bf16, "evaluate", spy_evaluate)
     argv = ["--arch", "small", "--batch-size", "8", "--repeats", "2", "--eval-images", "16"]
-    assert cpu_bf16.main(argv + ["--threads", "1"]) == 0
-    assert (
-        calls
-        == [("train", False), ("train", True)] * 3
-        + [
-            ("evaluate", False),
-            ("evaluate", True),
-        ]
-        * 3
-    )
+    threads = torch.get_num_threads()
+    try:
+        assert cpu_bf16.main(argv + ["--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # main sets it for the whole process
+    fp32, bf16 = ("train", False), ("train", True)  # warm-up, then rounds in rotated order
+    assert calls[:6] == [fp32, bf16, fp32, bf16, bf16, fp32]
+    fp32, bf16 = ("evaluate", False), ("evaluate", True)
+    assert calls[6:] == [fp32, bf16, fp32, bf16, bf16, fp32]
     out = capsys.readouterr().out
     rows = re.findall(
-        r"^\| (training step, batch 8|evaluation, 16 images) \| ([\d.]+) \((\d+)\) \| "
-        r"([\d.]+) \((\d+)\) \| ([\d.]+)x \|$",
+        r"^\| (training step, batch 8|evaluation, 16 images \(batch 256\)) "
+        r"\| ([\d.]+) \(([\d.]+)-([\d.]+)\) \| (\d+) "
+        r"\| ([\d.]+) \(([\d.]+)-([\d.]+)\) \| (\d+) \| ([\d.]+)x \|$",
         out,
         re.MULTILINE,
     )
-    assert [row[0] for row in rows] == ["training step, batch 8", "evaluation, 16 images"]
-    for _, fp32, _, bf16, _, ratio in rows:
+    names = [row[0] for row in rows]
+    assert names == ["training step, batch 8", "evaluation, 16 images (batch 256)"]
+    for _, fp32, fp32_low, fp32_high, _, bf16, bf16_low, bf16_high, _, ratio in rows:
+        assert float(fp32_low) <= float(fp32) <= float(fp32_high)
+        assert float(bf16_low) <= float(bf16) <= float(bf16_high)
         assert abs(float(ratio) - float(fp32) / float(bf16)) < 0.01 + 0.01 * float(ratio)
     assert "bf16 in hardware" in out and "1 threads" in out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import tempfile
 import time
@@ -278,12 +279,14 @@ def test_a_parallel_batch_leaves_no_template_folder_behind(tmp_path, monkeypatch
 
 
 def owned_by_a_live_process(folder: Path) -> bool:
-    """Whether a template folder belongs to a process still running (another grader on this
-    machine), or is gone already; the batch's workers have all exited when this is asked."""
+    """Whether a template folder belongs to another process still running (another grader on
+    this machine), or is gone already; the batch's workers have all exited when this is
+    asked, and one owned by this process (the batch's parent) was left behind by it."""
     try:
-        return forking._owner_alive((folder / forking.OWNER_FILE).read_text())
+        record = (folder / forking.OWNER_FILE).read_text()
     except FileNotFoundError:  # removed meanwhile, or just made and not yet marked
         return True
+    return int(record.split()[0]) != os.getpid() and forking._owner_alive(record)
 
 
 def test_folders_of_a_killed_grader_are_swept_and_live_ones_kept(tmp_path, monkeypatch):

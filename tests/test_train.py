@@ -493,18 +493,46 @@ def test_train_dense_resumes_after_an_interruption(data, tmp_path, monkeypatch, 
         assert torch.equal(resumed.model.state_dict()[key], value), key
 
 
-def test_train_dense_records_cpu_bf16_and_resumes_only_with_it(data, tmp_path, capsys):
-    """Is cpu_bf16 one of the settings a checkpoint records and a resume checks, so that an
-    fp32 run's .partial is not continued in bf16 (nor the other way round)?"""
-    out = tmp_path / "e.pth"
-    fp32 = run_dense(data, tmp_path / "f32.pth", epochs=1)
-    helpers.checkpoints.save_atomic(  # what an fp32 run with these settings leaves after epoch 1
-        {"config": read_checkpoint(fp32.path)["meta"]["recipe"], "epoch": 1}, partial_path(out)
-    )
-    bf16 = run_dense(data, out, epochs=1, cpu_bf16=True, verbose=True)
+def test_train_dense_records_cpu_bf16_and_resumes_only_with_it(data, tmp_path, capsys, monkeypatch):
+    """Is cpu_bf16 one of the settings a checkpoint records and a resume checks: does a bf16
+    run's .partial resume a bf16 run (from epoch 2), and is it ignored, with a notice naming
+    cpu_bf16, by an fp32 run; and does an fp32 run record what it always did?"""
+    real_evaluate = helpers.train.evaluate
+    calls = []
+
+    def killed_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(helpers.train, "evaluate", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_dense(data, tmp_path / "a.pth", cpu_bf16=True)
+    monkeypatch.setattr(helpers.train, "evaluate", real_evaluate)
+    partial_path(tmp_path / "b.pth").write_bytes(partial_path(tmp_path / "a.pth").read_bytes())
+
+    epochs_run = []
+    real_epoch = helpers.train.train
+
+    def counting_epoch(*args, **kwargs):
+        epochs_run.append((kwargs.get("desc"), kwargs.get("cpu_bf16")))
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(helpers.train, "train", counting_epoch)
+    fp32 = run_dense(data, tmp_path / "a.pth", verbose=True)
     assert "different settings (cpu_bf16)" in capsys.readouterr().out
+    assert epochs_run == [("epoch 1/2", False), ("epoch 2/2", False)]  # from scratch
+    epochs_run.clear()
+    bf16 = run_dense(data, tmp_path / "b.pth", cpu_bf16=True, verbose=True)
+    assert "resuming" in capsys.readouterr().out
+    assert epochs_run == [("epoch 2/2", True)]
     assert read_checkpoint(bf16.path)["meta"]["recipe"]["cpu_bf16"] is True
-    assert "cpu_bf16" not in read_checkpoint(fp32.path)["meta"]["recipe"]
+    assert read_checkpoint(fp32.path)["meta"]["recipe"] == helpers.train.dense_config(
+        dataclasses.replace(helpers.train.SMOKE_RECIPE, epochs=2, lr=0.05, batch_size=32),
+        TINY_PROFILE,
+        0,
+    )
 
 
 @pytest.mark.parametrize("hardware", [True, False])
