@@ -406,6 +406,38 @@ def run_dense(data, out, **kwargs):
     )
 
 
+def interrupt_in_epoch_2(data, out, monkeypatch, **kwargs) -> None:
+    """``run_dense`` to ``out``, stopped by Ctrl-C during epoch 2 (before it was saved), so that
+    ``out``'s .partial holds epoch 1."""
+    real_evaluate = helpers.train.evaluate
+    calls = []
+
+    def killed_in_epoch_2(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C before epoch 2 was saved
+        return real_evaluate(*args, **kw)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(helpers.train, "evaluate", killed_in_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            run_dense(data, out, **kwargs)
+    assert partial_path(out).exists() and not out.exists()
+
+
+def count_epochs(monkeypatch) -> list[tuple[str, bool]]:
+    """From now on, record ``(desc, cpu_bf16)`` of every epoch ``train_dense`` trains."""
+    epochs_run = []
+    real_epoch = helpers.train.train
+
+    def counting_epoch(*args, **kwargs):
+        epochs_run.append((kwargs.get("desc"), kwargs.get("cpu_bf16")))
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(helpers.train, "train", counting_epoch)
+    return epochs_run
+
+
 def test_train_dense_writes_a_checkpoint_that_loads(data, tmp_path):
     """Does train_dense save an MIT-layout file that loads and scores its recorded accuracy?"""
     profile = TINY_PROFILE
@@ -463,31 +495,10 @@ def test_train_dense_resumes_after_an_interruption(data, tmp_path, monkeypatch, 
     uninterrupted = run_dense(data, tmp_path / "a.pth").model
 
     out = tmp_path / "b.pth"
-    real_evaluate = helpers.train.evaluate
-    calls = []
-
-    def killed_in_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # the user pressed Ctrl-C before epoch 2 was saved
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(helpers.train, "evaluate", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_dense(data, out)
-    assert partial_path(out).exists() and not out.exists()
-    monkeypatch.setattr(helpers.train, "evaluate", real_evaluate)
-
-    epochs_run = []
-    real_epoch = helpers.train.train
-
-    def counting_epoch(*args, **kwargs):
-        epochs_run.append(kwargs.get("desc"))
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(helpers.train, "train", counting_epoch)
+    interrupt_in_epoch_2(data, out, monkeypatch)
+    epochs_run = count_epochs(monkeypatch)
     resumed = run_dense(data, out)
-    assert epochs_run == ["epoch 2/2"]
+    assert epochs_run == [("epoch 2/2", False)]
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     for key, value in uninterrupted.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
@@ -497,29 +508,9 @@ def test_train_dense_records_cpu_bf16_and_resumes_only_with_it(data, tmp_path, c
     """Is cpu_bf16 one of the settings a checkpoint records and a resume checks: does a bf16
     run's .partial resume a bf16 run (from epoch 2), and is it ignored, with a notice naming
     cpu_bf16, by an fp32 run; and does an fp32 run record what it always did?"""
-    real_evaluate = helpers.train.evaluate
-    calls = []
-
-    def killed_in_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(helpers.train, "evaluate", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_dense(data, tmp_path / "a.pth", cpu_bf16=True)
-    monkeypatch.setattr(helpers.train, "evaluate", real_evaluate)
+    interrupt_in_epoch_2(data, tmp_path / "a.pth", monkeypatch, cpu_bf16=True)
     partial_path(tmp_path / "b.pth").write_bytes(partial_path(tmp_path / "a.pth").read_bytes())
-
-    epochs_run = []
-    real_epoch = helpers.train.train
-
-    def counting_epoch(*args, **kwargs):
-        epochs_run.append((kwargs.get("desc"), kwargs.get("cpu_bf16")))
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(helpers.train, "train", counting_epoch)
+    epochs_run = count_epochs(monkeypatch)
     fp32 = run_dense(data, tmp_path / "a.pth", verbose=True)
     assert "different settings (cpu_bf16)" in capsys.readouterr().out
     assert epochs_run == [("epoch 1/2", False), ("epoch 2/2", False)]  # from scratch
@@ -572,19 +563,7 @@ def test_train_dense_ignores_a_partial_made_with_other_settings(data, tmp_path, 
 def test_no_resume_starts_from_scratch(data, tmp_path, monkeypatch):
     """Does resume=False train every epoch even when a matching .partial exists?"""
     out = tmp_path / "d.pth"
-    real_evaluate = helpers.train.evaluate
-    calls = []
-
-    def killed(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(helpers.train, "evaluate", killed)
-    with pytest.raises(KeyboardInterrupt):
-        run_dense(data, out)
-    monkeypatch.setattr(helpers.train, "evaluate", real_evaluate)
+    interrupt_in_epoch_2(data, out, monkeypatch)
     result = run_dense(data, out, resume=False)
     assert len(result.history) == 2 and not partial_path(out).exists()
 
