@@ -458,7 +458,9 @@ def train_dense(
             f"{minutes} minutes each on 2 CPU cores (docs/results.md); far faster on a GPU"
         )
         if cpu_bf16 and not cpu_has_bf16():
-            print("this CPU has no bf16 instructions: --cpu-bf16 emulates them, slower than fp32")
+            print(
+                "this CPU has no bf16 instructions: --cpu-bf16 emulates them, likely slower than fp32"
+            )
         elif not cpu_bf16 and cpu_has_bf16():
             print(
                 "this CPU has bf16 instructions: --cpu-bf16 trains faster, in bf16 as a GPU does "
@@ -611,7 +613,7 @@ def train_dense_cli(argv: Sequence[str] | None = None) -> int:
         "--cpu-bf16",
         action="store_true",
         help="on the CPU, train in bf16 autocast with channels-last inputs, as on a GPU "
-        "(faster than fp32 on a CPU with AVX512-BF16 or AMX, docs/results.md; slower without)",
+        "(2.3x faster than fp32 on a CPU with AVX512-BF16, docs/results.md; emulated without)",
     )
     parser.add_argument("--no-resume", action="store_true", help="ignore <out>.partial")
     parser.add_argument(
