@@ -21,41 +21,27 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
 from helpers.data import DeviceLoader, cifar10_torchvision_dataset, load_cifar10
+from helpers.latency import time_in_turns
 from helpers.models import VGG
 from helpers.profiles import get_device
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_alternating(
     runs: dict[str, Callable[[], object]], repeats: int, device: torch.device
 ) -> tuple[dict[str, list[float]], dict[str, object]]:
-    """Wall times of ``repeats`` calls of each run, interleaved (A B, B A, A B ...: each round
-    starts with the next run, as ``helpers.latency.compare_latency`` does) so that a change in
-    machine load or an order effect hits them alike, after one untimed warm-up call each
+    """Wall times in seconds of ``repeats`` calls of each run, timed in turns
+    (``helpers.latency.time_in_turns``: each round starts with the next run) so that a change
+    in machine load or an order effect hits them alike, after one untimed warm-up call each
     (whose results are returned)."""
     warm = {name: run() for name, run in runs.items()}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
-    for round_index in range(repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            _sync(device)
-            start = time.perf_counter()
-            runs[name]()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return times, warm
+    samples_ms = time_in_turns(runs, repeats, dict.fromkeys(runs, device))
+    return {name: [ms / 1e3 for ms in samples] for name, samples in samples_ms.items()}, warm
 
 
 def _predict(model: torch.nn.Module, loader: Iterable, device: torch.device) -> torch.Tensor:

@@ -12,9 +12,10 @@ turns, so that a noisy period of the machine slows them all alike and their rati
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -94,13 +95,27 @@ def _inference(models: list[nn.Module], num_threads: int | None):
                 module.training = mode
 
 
-def _timed_call(model: nn.Module, inputs: Any, device: torch.device) -> float:
-    """Milliseconds of one forward pass, GPU work included."""
-    _synchronize(device)
-    start = time.perf_counter()
-    model(inputs)
-    _synchronize(device)
-    return (time.perf_counter() - start) * 1e3
+def time_in_turns(
+    calls: Mapping[str, Callable[[], Any]], rounds: int, devices: Mapping[str, torch.device]
+) -> dict[str, list[float]]:
+    """Milliseconds of ``rounds`` calls of each callable, GPU work on its device included.
+
+    Each round calls every one once, starting with the next one each round, so that a slow
+    spell of the machine or an order effect is spread evenly over them. No warm-up: do it
+    first. The timing loop of ``measure_latency`` and ``compare_latency``, and of benchmarks
+    that time other work (a training step, a data loader).
+    """
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            _synchronize(devices[name])
+            start = time.perf_counter()
+            calls[name]()
+            _synchronize(devices[name])
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return samples
 
 
 def _check_counts(n_warmup: int, n_test: int) -> None:
@@ -141,8 +156,8 @@ def measure_latency(
         for _ in range(n_warmup):
             model(inputs)
         _synchronize(device)
-        samples = [_timed_call(model, inputs, device) for _ in range(n_test)]
-    return _summarize(samples, device, threads)
+        samples = time_in_turns({"model": lambda: model(inputs)}, n_test, {"model": device})
+    return _summarize(samples["model"], device, threads)
 
 
 def compare_latency(
@@ -163,7 +178,6 @@ def compare_latency(
     names = list(models)
     devices = {name: module_device(models[name]) for name in names}
     inputs = {name: dummy_input.to(devices[name]) for name in names}
-    samples: dict[str, list[float]] = {name: [] for name in names}
     with _inference(list(models.values()), num_threads):
         threads = torch.get_num_threads()
         for _ in range(n_warmup):
@@ -171,8 +185,6 @@ def compare_latency(
                 models[name](inputs[name])
         for device in set(devices.values()):
             _synchronize(device)
-        for round_index in range(n_test):
-            shift = round_index % len(names) if names else 0
-            for name in names[shift:] + names[:shift]:
-                samples[name].append(_timed_call(models[name], inputs[name], devices[name]))
+        calls = {name: partial(models[name], inputs[name]) for name in names}
+        samples = time_in_turns(calls, n_test, devices)
     return {name: _summarize(samples[name], devices[name], threads) for name in names}
