@@ -3,7 +3,7 @@
 ``python -m helpers train-dense --cpu-bf16`` (``helpers.train.train`` and ``evaluate`` with
 ``cpu_bf16=True``) autocasts to bf16 with channels_last inputs on the CPU, as the labs do on a
 GPU with bf16. This script times the two code paths on this CPU, each in turns with the other
-(``loader_throughput.time_alternating``) so that a change in machine load hits both alike:
+(``helpers.latency.time_in_turns``) so that a change in machine load hits both alike:
 
 1. a training step (``train(..., max_steps=1)``: forward, backward, SGD step) at the course
    recipe's batch of 512;
@@ -23,20 +23,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loader_throughput import time_alternating  # noqa: E402
-
-from helpers.data import DeviceLoader, make_synthetic  # noqa: E402
-from helpers.models import VGG  # noqa: E402
-from helpers.profiles import SMALL_VGG_ARCH  # noqa: E402
-from helpers.train import cpu_has_bf16, evaluate, train  # noqa: E402
+from helpers.data import DeviceLoader, make_synthetic
+from helpers.latency import summarize, time_in_turns
+from helpers.models import VGG
+from helpers.profiles import SMALL_VGG_ARCH
+from helpers.train import cpu_has_bf16, evaluate, train
 
 MODES = {"fp32": False, "bf16 (--cpu-bf16)": True}
 
@@ -50,14 +47,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def quartiles(samples: list[float]) -> tuple[float, float, float]:
-    """First quartile, median and third quartile of the samples (the median alone of one)."""
-    if len(samples) < 2:
-        return samples[0], samples[0], samples[0]
-    low, median, high = statistics.quantiles(samples, n=4, method="inclusive")
-    return low, median, high
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,18 +106,23 @@ def main(argv: list[str] | None = None) -> int:
         (f"training step, batch {args.batch_size}", step, args.batch_size),
         (f"evaluation, {args.eval_images} images (batch 256)", score, args.eval_images),
     ):
-        times, _ = time_alternating({name: make(name) for name in MODES}, args.repeats, device)
-        rows.append((what, {name: quartiles(times[name]) for name in MODES}, images))
+        calls = {name: make(name) for name in MODES}
+        for call in calls.values():  # one untimed warm-up call each
+            call()
+        samples = time_in_turns(calls, args.repeats, dict.fromkeys(calls, device))
+        stats = {name: summarize(samples[name], device, args.threads) for name in MODES}
+        rows.append((what, stats, images))
     print(
         "\n| what | fp32: s (IQR) | fp32: images/s | bf16: s (IQR) | bf16: images/s "
         "| bf16 speed-up |\n|---|---|---|---|---|---|"
     )
     for what, stats, images in rows:
         cells = " | ".join(
-            f"{median:.4g} ({low:.4g}-{high:.4g}) | {images / median:.0f}"
-            for low, median, high in stats.values()
+            f"{r.median_ms / 1e3:.4g} ({r.q1_ms / 1e3:.4g}-{r.q3_ms / 1e3:.4g}) | "
+            f"{images / (r.median_ms / 1e3):.0f}"
+            for r in stats.values()
         )
-        fp32, bf16 = (median for _, median, _ in stats.values())
+        fp32, bf16 = (r.median_ms for r in stats.values())
         print(f"| {what} | {cells} | {fp32 / bf16:.2f}x |")
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     return 0

@@ -62,7 +62,8 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _summarize(samples_ms: list[float], device: torch.device, num_threads: int) -> LatencyResult:
+def summarize(samples_ms: list[float], device: torch.device, num_threads: int) -> LatencyResult:
+    """Median, quartiles and minimum of timed calls (milliseconds), as a ``LatencyResult``."""
     q1, median, q3 = np.percentile(samples_ms, [25, 50, 75])
     return LatencyResult(
         median_ms=float(median),
@@ -157,7 +158,7 @@ def measure_latency(
             model(inputs)
         _synchronize(device)
         samples = time_in_turns({"model": lambda: model(inputs)}, n_test, {"model": device})
-    return _summarize(samples["model"], device, threads)
+    return summarize(samples["model"], device, threads)
 
 
 def compare_latency(
@@ -187,4 +188,4 @@ def compare_latency(
             _synchronize(device)
         calls = {name: partial(models[name], inputs[name]) for name in names}
         samples = time_in_turns(calls, n_test, devices)
-    return {name: _summarize(samples[name], devices[name], threads) for name in names}
+    return {name: summarize(samples[name], devices[name], threads) for name in names}
