@@ -68,8 +68,8 @@ def _to_device(
 ) -> torch.Tensor:
     inputs = _move(inputs, device)
     if (channels_last or device.type == "cuda") and inputs.dim() == 4:
-        # channels_last inputs make cuDNN (oneDNN on the CPU) run the conv stack in NHWC; the model's own
-        # weights stay contiguous so that students' `.view` calls on them keep working.
+        # channels_last inputs make cuDNN (oneDNN on the CPU) run the conv stack in NHWC; the
+        # model's own weights stay contiguous so that students' `.view` calls on them keep working.
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs
 
