@@ -93,9 +93,16 @@ def test_dicts_that_should_not_earn_the_points_do_not(sparsity_dict, message):
         run_check(sparsity_dict)
 
 
+def printed_by(grade_id: str, namespace: dict) -> str:
+    """What the source notebook's cell ``grade_id`` prints when run in ``namespace``."""
+    printed: list[str] = []
+    namespace["print"] = lambda *args: printed.append(" ".join(map(str, args)))
+    exec(compile(cell_source(grade_id), grade_id, "exec"), namespace)
+    return "\n".join(printed)
+
+
 def fine_tune_verdict(dense_accuracy: float, fine_tuned: float, profile: str = "full") -> str:
     """What the locked fine-tuning cell prints, its training replaced by a given history."""
-    printed: list[str] = []
     namespace = {
         "fine_tune": lambda *args, **kwargs: [fine_tuned - 1.0, fine_tuned],
         "sparse_model": None,
@@ -108,10 +115,8 @@ def fine_tune_verdict(dense_accuracy: float, fine_tuned: float, profile: str = "
         "dense_size_bits": 100.0,
         "sparse_accuracy_before": 70.0,
         "dense_accuracy": dense_accuracy,
-        "print": lambda *args: printed.append(" ".join(map(str, args))),
     }
-    exec(compile(cell_source("lab1_sparse_finetune"), "lab1_sparse_finetune", "exec"), namespace)
-    return "\n".join(printed)
+    return printed_by("lab1_sparse_finetune", namespace)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +159,6 @@ def sorting_verdict(naive: tuple[float, float], sorted_: tuple[float, float]) ->
     """What the locked sorting cell prints for (accuracy, distortion) without and with
     sorting; pruning and evaluation are replaced by models with that distortion."""
     sorted_pruned = _Scaled(1.0 + sorted_[1])
-    printed: list[str] = []
     namespace = {
         "torch": torch,
         "model": _Scaled(1.0),
@@ -165,10 +169,8 @@ def sorting_verdict(naive: tuple[float, float], sorted_: tuple[float, float]) ->
         "dataloaders": {"test": [(torch.rand(8, 3, 2, 2), torch.zeros(8))]},
         "naive_pruned_model": _Scaled(1.0 + naive[1]),
         "naive_pruned_accuracy": naive[0],
-        "print": lambda *args: printed.append(" ".join(map(str, args))),
     }
-    exec(compile(cell_source("lab1_sorting_benefit"), "lab1_sorting_benefit", "exec"), namespace)
-    return "\n".join(printed)
+    return printed_by("lab1_sorting_benefit", namespace)
 
 
 @pytest.mark.parametrize(
