@@ -521,7 +521,8 @@ def session_steps(profile: str, kit: Path, python: str, work: Path) -> list[Step
         Step("loader", [python, "benchmarks/loader_throughput.py", *loader_args], 30, needs_cache),
         Step(
             "sparsity-search",
-            [python, "benchmarks/sparsity_search.py", "--profile", profile],
+            [python, "benchmarks/sparsity_search.py", "--profile", profile]
+            + ["--out-dir", str(work / "sparsity_search")],  # a rerun resumes it
             60,
             needs_checkpoint,
         ),

@@ -21,7 +21,16 @@ fine-tuning, to find how small the model can get at no lower accuracy:
    fine-tuning ends within ``--tolerance`` points (default 0.1) of the dense model's.
 
     .venv/bin/python benchmarks/sparsity_search.py --profile full            # on a GPU
+    .venv/bin/python benchmarks/sparsity_search.py --profile full --cpu-bf16 # CPU with bf16
     .venv/bin/python benchmarks/sparsity_search.py --profile smoke           # check, seconds
+
+A run can be done in parts: the scan and each fine-tuned candidate are saved as they finish
+in a JSON file under ``--out-dir`` named after the settings (profile, seed, epochs, steps,
+scan sparsities, precision, device type and a hash of the dense model's weights). Run the
+same command again after an interruption and the finished parts are read back, not
+recomputed; any other setting starts a file of its own. Under ``full`` on a CPU each
+candidate fine-tunes 5 whole epochs (about 47 minutes in fp32 on a 2-core Zen 5, less with
+``--cpu-bf16`` where the CPU has bf16 hardware), so this is how the search fits sessions.
 
 Every number depends on the checkpoint in ``LAB_DATA`` (``--data``); its training record is
 printed. Under ``smoke`` (synthetic data, small VGG) the figures are meaningless.
@@ -31,6 +40,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +62,61 @@ def reference_sparsity_dict() -> dict[str, float]:
 
     namespace = solution_namespace("lab1_pruning", [REFERENCE_CELL])  # a literal dict
     return {k: float(v) for k, v in namespace["sparsity_dict"].items()}
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of a model's parameters and buffers (names, shapes, dtypes and values)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def state_path(out_dir: Path, config: dict) -> Path:
+    """The file a run with ``config`` keeps its finished parts in."""
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    return out_dir / f"{config['profile']}-{key}.json"
+
+
+def load_state(path: Path, config: dict) -> dict:
+    """The finished parts saved at ``path`` for ``config`` (empty if none).
+
+    A file that cannot be read, or that was made with other settings, is an error that
+    names it: it is never overwritten silently."""
+    if not path.exists():
+        return {"config": config, "scan": None, "candidates": []}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(
+            f"sparsity_search: cannot read the saved run {path} ({error}); move it away to "
+            "start again"
+        ) from error
+    if state.get("config") != config:
+        raise SystemExit(
+            f"sparsity_search: {path} holds a run with other settings; move it away to start again"
+        )
+    return state
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` whole or not at all (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def finished_candidate(state: dict, allocation: dict[str, float]) -> dict | None:
+    """The saved result of fine-tuning ``allocation``, if this run has one."""
+    for entry in state["candidates"]:
+        if entry["allocation"] == allocation:
+            return entry
+    return None
 
 
 def torch_magnitude_prune(weight, sparsity: float):
@@ -136,9 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="default: profile's")
     parser.add_argument("--tolerance", type=float, default=0.1, help="points below dense")
     parser.add_argument("--seed", type=seed_argument, default=0)
+    parser.add_argument(
+        "--cpu-bf16",
+        action="store_true",
+        help="on the CPU, scan, fine-tune and evaluate in bf16 autocast (as on a GPU)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=REPO_ROOT / "runs" / "sparsity_search",
+        help="where finished parts are saved, and read back by the same command",
+    )
     args = parser.parse_args(argv)
-
-    import os
 
     if args.data is not None:
         os.environ["LAB_DATA"] = str(args.data.resolve())
@@ -157,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         sensitivity_scan,
         sparse_model_size_ratio,
     )
-    from helpers.train import evaluate
+    from helpers.train import cpu_has_bf16, evaluate
 
     torch.manual_seed(args.seed)
     profile = get_profile(args.profile)
@@ -166,19 +242,58 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps_per_epoch or profile.finetune_steps_per_epoch
     loaders = get_dataloaders(profile, device=device, seed=args.seed)
     model = load_dense_model(profile, device=device)
+    bf16 = args.cpu_bf16 and device.type == "cpu"
+    if args.cpu_bf16 and device.type != "cpu":
+        print(f"--cpu-bf16 is for the CPU: ignored on {device.type} (autocast is used there)")
+    if bf16 and not cpu_has_bf16():
+        print("WARNING: this CPU has no bf16 hardware: --cpu-bf16 will likely be slower")
     began = time.perf_counter()
     print(f"checkpoint: {checkpoint_line(data_dir().resolve(), profile.name)}")
     print(
         f"profile {profile.name}, device {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; fine-tuning {epochs} epoch(s) x "
-        f"{steps or 'all'} steps"
+        f"{steps or 'all'} steps; {'bf16' if bf16 else 'default'} precision"
     )
+    config = {
+        "profile": profile.name,
+        "seed": args.seed,
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "scan_sparsities": [float(x) for x in args.scan_sparsities],
+        "cpu_bf16": bf16,
+        "device": device.type,
+        "model_sha256": model_fingerprint(model),
+    }
+    path = state_path(args.out_dir, config)
+    state = load_state(path, config)
+    print(f"finished parts saved in {path}")
 
-    dense_accuracy = evaluate(model, loaders["test"], verbose=False)
-    scan_dense = evaluate(model, loaders["scan"], verbose=False)
-    sparsities, accuracies = sensitivity_scan(
-        model, loaders["scan"], torch_magnitude_prune, args.scan_sparsities, verbose=False
-    )
+    if state["scan"] is None:
+        scan_began = time.perf_counter()
+        dense_accuracy = evaluate(model, loaders["test"], verbose=False, cpu_bf16=bf16)
+        scan_dense = evaluate(model, loaders["scan"], verbose=False, cpu_bf16=bf16)
+        sparsities, accuracies = sensitivity_scan(
+            model,
+            loaders["scan"],
+            torch_magnitude_prune,
+            args.scan_sparsities,
+            verbose=True,
+            cpu_bf16=bf16,
+        )
+        state["scan"] = {
+            "dense_test": dense_accuracy,
+            "dense_scan": scan_dense,
+            "sparsities": sparsities,
+            "accuracies": accuracies,
+            "wall_s": time.perf_counter() - scan_began,
+        }
+        save_state(path, state)
+    else:
+        print(f"sensitivity scan read back from {path} ({state['scan']['wall_s']:.0f} s then)")
+    dense_accuracy = state["scan"]["dense_test"]
+    scan_dense = state["scan"]["dense_scan"]
+    sparsities = state["scan"]["sparsities"]
+    accuracies = state["scan"]["accuracies"]
     print(f"\n## Sensitivity (scan split, dense {scan_dense:.2f}%)\n")
     print(
         markdown(
@@ -209,32 +324,50 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for label, allocation in candidates.items():
-        sparse = copy.deepcopy(model)
-        pruner = FineGrainedPruner(sparse, allocation, torch_magnitude_prune)
-        before = evaluate(sparse, loaders["test"], verbose=False)
-        history = fine_tune(
-            sparse,
-            loaders["train"],
-            loaders["test"],
-            num_epochs=epochs,
-            steps_per_epoch=steps,
-            callbacks=[lambda sparse=sparse, pruner=pruner: pruner.apply(sparse)],
-            verbose=False,
-        )
+        size = 100 * sparse_model_size_ratio(course_vgg, allocation)
+        entry = finished_candidate(state, allocation)
+        if entry is None:
+            print(f"\n{label}: {size:.1f}% of the dense size, fine-tuning", flush=True)
+            candidate_began = time.perf_counter()
+            sparse = copy.deepcopy(model)
+            pruner = FineGrainedPruner(sparse, allocation, torch_magnitude_prune)
+            before = evaluate(sparse, loaders["test"], verbose=False, cpu_bf16=bf16)
+            history = fine_tune(
+                sparse,
+                loaders["train"],
+                loaders["test"],
+                num_epochs=epochs,
+                steps_per_epoch=steps,
+                callbacks=[lambda sparse=sparse, pruner=pruner: pruner.apply(sparse)],
+                verbose=True,
+                cpu_bf16=bf16,
+            )
+            entry = {
+                "allocation": allocation,
+                "pruned": before,
+                "history": history,
+                "wall_s": time.perf_counter() - candidate_began,
+            }
+            state["candidates"].append(entry)
+            save_state(path, state)
+            reused = ""
+        else:
+            reused = " (read back)"
         predicted = sum(float(np.interp(s, grid, curves[n])) for n, s in allocation.items())
+        final = entry["history"][-1]
         rows.append(
             {
                 "allocation": label,
-                "size, course VGG (%)": 100 * sparse_model_size_ratio(course_vgg, allocation),
+                "size, course VGG (%)": size,
                 "predicted drop (points)": predicted,
-                "pruned (%)": before,
-                "fine-tuned (%)": history[-1],
-                "vs dense (points)": history[-1] - dense_accuracy,
+                "pruned (%)": entry["pruned"],
+                "fine-tuned (%)": final,
+                "vs dense (points)": final - dense_accuracy,
+                "per epoch (%)": " / ".join(f"{a:.2f}" for a in entry["history"]),
+                "wall s": f"{entry['wall_s']:.0f}{reused}",
             }
         )
-        print(
-            f"  {label}: {rows[-1]['size, course VGG (%)']:.1f}% -> {history[-1]:.2f}%", flush=True
-        )
+        print(f"  {label}: {size:.1f}% -> {final:.2f}%{reused}", flush=True)
 
     print(f"\n## Fine-tuned with the masks kept (test split, dense {dense_accuracy:.2f}%)\n")
     print(markdown(rows))
@@ -250,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\nno allocation ended within {args.tolerance} points of dense ({dense_accuracy:.2f}%)"
         )
-    print(f"wall time {time.perf_counter() - began:.0f} s")
+    print(f"wall time of this command {time.perf_counter() - began:.0f} s (parts read back: 0 s)")
     print(f"Command: {command_line(__file__, argv)}")
     return 0
 

@@ -115,6 +115,7 @@ def sensitivity_scan(
     prune_fn: PruneFn,
     sparsities: Sequence[float],
     verbose: bool = True,
+    cpu_bf16: bool = False,
 ) -> tuple[list[float], dict[str, list[float]]]:
     """Accuracy when ONE weight at a time is magnitude-pruned to each sparsity.
 
@@ -128,6 +129,7 @@ def sensitivity_scan(
         prune_fn: the student's ``fine_grained_prune``.
         sparsities: the sparsities to try, each in [0, 1].
         verbose: print one line per layer.
+        cpu_bf16: evaluate in bf16 on the CPU, as ``helpers.train.evaluate`` (default fp32).
 
     Returns:
         ``(sparsities, accuracies)``: the sparsities as a list of floats, and for each weight
@@ -143,7 +145,7 @@ def sensitivity_scan(
             try:
                 mask = _checked_mask(prune_fn(param.detach(), sparsity), name, param)
                 param.mul_(mask.to(param.device))
-                row.append(evaluate(model, dataloader, verbose=False))
+                row.append(evaluate(model, dataloader, verbose=False, cpu_bf16=cpu_bf16))
             finally:
                 param.copy_(original)
         accuracies[name] = row
@@ -184,6 +186,7 @@ def fine_tune(
     callbacks: Sequence[Callable[[], object]] | None = None,
     lr: float = 0.01,
     verbose: bool = True,
+    cpu_bf16: bool = False,
 ) -> list[float]:
     """Fine-tune ``model`` in place; return its top-1 accuracy (%) after each epoch.
 
@@ -196,6 +199,8 @@ def fine_tune(
         callbacks: run after every optimizer step, e.g. ``[lambda: pruner.apply(model)]``.
         lr: peak learning rate of the cosine schedule.
         verbose: print one line per epoch.
+        cpu_bf16: train and evaluate in bf16 on the CPU, as ``helpers.train.train`` (faster
+            on a CPU with bf16 hardware; default fp32, as the labs use).
 
     The model is left in training mode (as ``train`` leaves it): call ``model.eval()`` before
     measuring it yourself.
@@ -212,9 +217,16 @@ def fine_tune(
     accuracies: list[float] = []
     for epoch in range(num_epochs):
         loss = train(
-            model, train_loader, criterion, optimizer, scheduler, callbacks, max_steps=steps
+            model,
+            train_loader,
+            criterion,
+            optimizer,
+            scheduler,
+            callbacks,
+            max_steps=steps,
+            cpu_bf16=cpu_bf16,
         )
-        accuracies.append(evaluate(model, eval_loader, verbose=False))
+        accuracies.append(evaluate(model, eval_loader, verbose=False, cpu_bf16=cpu_bf16))
         if verbose:
             print(
                 f"epoch {epoch + 1}/{num_epochs}: train loss {loss:.3f}, "

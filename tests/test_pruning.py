@@ -353,3 +353,43 @@ def test_sorting_failure_blames_an_importance_of_the_wrong_shape_and_else_the_di
     for importance in (right, unwritten):
         message = str(sorting_failure(model, error, importance))
         assert message.startswith("apply_channel_sorting raised IndexError") and "dim 0" in message
+
+
+class _PrecisionProbe(nn.Module):
+    """Wraps a model; records, at every forward, whether CPU autocast to bf16 is on."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seen: list[bool] = []
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        self.seen.append(
+            torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        )
+        return self.model(inputs)
+
+
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_fine_tune_and_scan_pass_cpu_bf16_to_every_forward(cpu_bf16):
+    """Do ``fine_tune`` and ``sensitivity_scan`` train and evaluate in bf16 autocast on the CPU
+    exactly when asked (benchmarks/sparsity_search.py --cpu-bf16), and keep the masks then?"""
+    probe = _PrecisionProbe(random_vgg(TINY_ARCH, seed=9)).train()
+    pruner = FineGrainedPruner(probe, {"model.backbone.conv1.weight": 0.8}, topk_prune)
+    data = batches(num_batches=2, batch_size=8, seed=2)
+    fine_tune(
+        probe,
+        data,
+        data[:1],
+        num_epochs=1,
+        callbacks=[lambda: pruner.apply(probe)],
+        verbose=False,
+        cpu_bf16=cpu_bf16,
+    )
+    assert probe.seen == [cpu_bf16] * 3  # two training steps, one evaluation
+    assert probe.model.backbone.conv1.weight.dtype == torch.float32
+    mask = pruner.masks["model.backbone.conv1.weight"]
+    assert torch.all(probe.model.backbone.conv1.weight.detach()[~mask] == 0)
+    probe.seen.clear()
+    sensitivity_scan(probe, data[:1], topk_prune, [0.5], verbose=False, cpu_bf16=cpu_bf16)
+    assert probe.seen == [cpu_bf16] * len(weight_names(probe))

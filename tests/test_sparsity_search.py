@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -13,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from sparsity_search import (  # noqa: E402
     drop_curves,
     greedy_allocations,
+    main,
     reference_sparsity_dict,
     torch_magnitude_prune,
 )
@@ -79,3 +82,49 @@ def test_pytorch_mask_and_reference_dict():
     reference = reference_sparsity_dict()
     _, counts = course_counts()
     assert set(reference) == {n for n in counts if n != "__total__"}
+
+
+def _table(out: str) -> list[str]:
+    """The final table's rows without the wall-time column (read back: "(read back)")."""
+    start = out.index("## Fine-tuned with the masks kept")
+    return [row.rsplit("|", 2)[0] for row in out[start:].splitlines() if row.startswith("| ")]
+
+
+@pytest.mark.usefixtures("lab_data")
+def test_a_second_run_reads_the_finished_parts_back(tmp_path, capsys, monkeypatch):
+    """Does the same command, run again, reuse the scan and every fine-tuned candidate (the
+    way a 5-epoch-per-candidate search fits several sessions), print the same table, and
+    refuse a saved file it cannot trust rather than overwrite it?"""
+    import helpers.pruning
+
+    out_dir = tmp_path / "runs"
+    argv = ["--profile", "smoke", "--out-dir", str(out_dir), "--targets", "0.25", "0.15"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    (saved,) = out_dir.glob("smoke-*.json")
+    state = json.loads(saved.read_text())
+    assert len(state["candidates"]) == 3  # the reference and two greedy allocations
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("recomputed a finished part")
+
+    monkeypatch.setattr(helpers.pruning, "fine_tune", must_not_run)
+    monkeypatch.setattr(helpers.pruning, "sensitivity_scan", must_not_run)
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert "sensitivity scan read back from" in second
+    assert second.count("% (read back)\n") == 3  # one line per candidate
+    assert _table(second) == _table(first) and len(_table(first)) == 1 + 3  # header, rows
+
+    # another setting is a file of its own; a damaged or foreign file is an error, kept
+    monkeypatch.undo()
+    assert main([*argv, "--seed", "1", "--targets", "0.5"]) == 0
+    assert len(list(out_dir.glob("smoke-*.json"))) == 2
+    saved.write_text(saved.read_text()[:100])
+    with pytest.raises(SystemExit, match="cannot read the saved run .*move it away"):
+        main(argv)
+    state["config"]["epochs"] = 99
+    saved.write_text(json.dumps(state))
+    with pytest.raises(SystemExit, match="holds a run with other settings"):
+        main(argv)
+    assert json.loads(saved.read_text())["config"]["epochs"] == 99
