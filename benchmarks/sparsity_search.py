@@ -329,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         if entry is None:
             print(f"\n{label}: {size:.1f}% of the dense size, fine-tuning", flush=True)
             candidate_began = time.perf_counter()
+            # Every candidate sees the same batches and augmentation (the loader's epochs
+            # from 0): differences between candidates are not data order, and a candidate
+            # read back equals one fine-tuned in this process, whatever ran before it.
+            torch.manual_seed(args.seed)
+            loaders["train"].epoch = 0
             sparse = copy.deepcopy(model)
             pruner = FineGrainedPruner(sparse, allocation, torch_magnitude_prune)
             before = evaluate(sparse, loaders["test"], verbose=False, cpu_bf16=bf16)

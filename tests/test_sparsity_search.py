@@ -116,8 +116,14 @@ def test_a_second_run_reads_the_finished_parts_back(tmp_path, capsys, monkeypatc
     assert second.count("% (read back)\n") == 3  # one line per candidate
     assert _table(second) == _table(first) and len(_table(first)) == 1 + 3  # header, rows
 
-    # another setting is a file of its own; a damaged or foreign file is an error, kept
+    # a candidate's result does not depend on what was fine-tuned before it: alone after
+    # the reference, the 15% allocation ends where it ended third, after 25%
     monkeypatch.undo()
+    alone = ["--profile", "smoke", "--out-dir", str(tmp_path / "alone"), "--targets", "0.15"]
+    assert main(alone) == 0
+    assert _table(capsys.readouterr().out)[-1] == _table(first)[-1]
+
+    # another setting is a file of its own; a damaged or foreign file is an error, kept
     assert main([*argv, "--seed", "1", "--targets", "0.5"]) == 0
     assert len(list(out_dir.glob("smoke-*.json"))) == 2
     saved.write_text(saved.read_text()[:100])
