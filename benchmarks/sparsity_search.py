@@ -28,9 +28,10 @@ A run can be done in parts: the scan and each fine-tuned candidate are saved as 
 in a JSON file under ``--out-dir`` named after the settings (profile, seed, epochs, steps,
 scan sparsities, precision, device type and a hash of the dense model's weights). Run the
 same command again after an interruption and the finished parts are read back, not
-recomputed; any other setting starts a file of its own. Under ``full`` on a CPU each
-candidate fine-tunes 5 whole epochs (about 47 minutes in fp32 on a 2-core Zen 5, less with
-``--cpu-bf16`` where the CPU has bf16 hardware), so this is how the search fits sessions.
+recomputed; any other setting starts a file of its own; ``--report`` prints the tables of
+what is saved and fine-tunes nothing. Under ``full`` on a CPU each
+candidate fine-tunes 5 whole epochs (on a 2-core Zen 5: about 47 minutes in fp32, 24 with
+``--cpu-bf16``; docs/results.md), so this is how the search fits sessions.
 
 Every number depends on the checkpoint in ``LAB_DATA`` (``--data``); its training record is
 printed. Under ``smoke`` (synthetic data, small VGG) the figures are meaningless.
@@ -214,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO_ROOT / "runs" / "sparsity_search",
         help="where finished parts are saved, and read back by the same command",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print the tables of the saved parts only: scan and fine-tune nothing",
+    )
     args = parser.parse_args(argv)
 
     if args.data is not None:
@@ -268,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     state = load_state(path, config)
     print(f"finished parts saved in {path}")
 
+    if state["scan"] is None and args.report:
+        raise SystemExit(
+            f"sparsity_search: nothing saved yet for these settings ({path}): run the same "
+            "command without --report first"
+        )
     if state["scan"] is None:
         scan_began = time.perf_counter()
         dense_accuracy = evaluate(model, loaders["test"], verbose=False, cpu_bf16=bf16)
@@ -326,6 +337,21 @@ def main(argv: list[str] | None = None) -> int:
     for label, allocation in candidates.items():
         size = 100 * sparse_model_size_ratio(course_vgg, allocation)
         entry = finished_candidate(state, allocation)
+        predicted = sum(float(np.interp(s, grid, curves[n])) for n, s in allocation.items())
+        if entry is None and args.report:
+            rows.append(
+                {
+                    "allocation": label,
+                    "size, course VGG (%)": size,
+                    "predicted drop (points)": predicted,
+                    "pruned (%)": "not run",
+                    "fine-tuned (%)": "not run",
+                    "vs dense (points)": "",
+                    "per epoch (%)": "",
+                    "wall s": "",
+                }
+            )
+            continue
         if entry is None:
             print(f"\n{label}: {size:.1f}% of the dense size, fine-tuning", flush=True)
             candidate_began = time.perf_counter()
@@ -358,7 +384,6 @@ def main(argv: list[str] | None = None) -> int:
             reused = ""
         else:
             reused = " (read back)"
-        predicted = sum(float(np.interp(s, grid, curves[n])) for n, s in allocation.items())
         final = entry["history"][-1]
         rows.append(
             {
@@ -376,19 +401,30 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n## Fine-tuned with the masks kept (test split, dense {dense_accuracy:.2f}%)\n")
     print(markdown(rows))
-    good = [r for r in rows if r["fine-tuned (%)"] >= dense_accuracy - args.tolerance]
+    done = [r for r in rows if r["fine-tuned (%)"] != "not run"]
+    if len(done) < len(rows):
+        print(
+            f"\n{len(rows) - len(done)} allocation(s) not fine-tuned yet: the same command "
+            "without --report fine-tunes them, reading the rest back"
+        )
+    good = [r for r in done if r["fine-tuned (%)"] >= dense_accuracy - args.tolerance]
     if good:
         best = min(good, key=lambda r: r["size, course VGG (%)"])
         print(
-            f"\nsmallest size within {args.tolerance} points of dense after {epochs} epoch(s): "
+            f"\nsmallest size within {args.tolerance} points of dense after {epochs} epoch(s)"
+            f"{' among those fine-tuned' if len(done) < len(rows) else ''}: "
             f"{best['size, course VGG (%)']:.1f}% of the dense size ({best['allocation']}, "
             f"{best['fine-tuned (%)']:.2f}% against {dense_accuracy:.2f}%)"
         )
     else:
         print(
-            f"\nno allocation ended within {args.tolerance} points of dense ({dense_accuracy:.2f}%)"
+            f"\nno allocation{' fine-tuned so far' if len(done) < len(rows) else ''} ended "
+            f"within {args.tolerance} points of dense ({dense_accuracy:.2f}%)"
         )
-    print(f"wall time of this command {time.perf_counter() - began:.0f} s (parts read back: 0 s)")
+    print(
+        f"wall time of this command {time.perf_counter() - began:.0f} s (a part read back: its "
+        "own time is its 'wall s')"
+    )
     print(f"Command: {command_line(__file__, argv)}")
     return 0
 

@@ -116,6 +116,16 @@ def test_a_second_run_reads_the_finished_parts_back(tmp_path, capsys, monkeypatc
     assert second.count("% (read back)\n") == 3  # one line per candidate
     assert _table(second) == _table(first) and len(_table(first)) == 1 + 3  # header, rows
 
+    # --report prints what is saved and fine-tunes nothing, not even a new allocation
+    assert main([*argv, "0.5", "--report"]) == 0
+    report = capsys.readouterr().out
+    fine_tuned = [row.split(" | ")[4] for row in _table(first)[1:]]  # reference, 25%, 15%
+    expected = [fine_tuned[0], "not run", *fine_tuned[1:]]  # 50%, the largest target, first
+    assert [row.split(" | ")[4] for row in _table(report)[1:]] == expected
+    assert "1 allocation(s) not fine-tuned yet" in report
+    with pytest.raises(SystemExit, match="nothing saved yet .* without --report first"):
+        main([*argv, "--seed", "2", "--report"])
+
     # a candidate's result does not depend on what was fine-tuned before it: alone after
     # the reference, the 15% allocation ends where it ended third, after 25%
     monkeypatch.undo()
