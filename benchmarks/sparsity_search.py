@@ -32,7 +32,7 @@ recomputed; any other setting starts a file of its own; ``--report`` prints the 
 what is saved and fine-tunes nothing. Neither the data nor the code is part of the
 settings: after changing the dataset or the fine-tuning code, give another ``--out-dir``.
 Under ``full`` on a CPU each candidate fine-tunes 5 whole epochs (on a 2-core Zen 5: about
-47 minutes in fp32, 22 to 25 with ``--cpu-bf16``; docs/results.md), so this is how the
+47 minutes in fp32, 21 to 25 with ``--cpu-bf16``; docs/results.md), so this is how the
 search fits sessions.
 
 Every number depends on the checkpoint in ``LAB_DATA`` (``--data``); its training record is
