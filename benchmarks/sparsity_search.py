@@ -107,11 +107,10 @@ def load_state(path: Path, config: dict) -> dict:
 
 
 def save_state(path: Path, state: dict) -> None:
-    """Write ``state`` to ``path`` whole or not at all (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write ``state`` to ``path`` whole or not at all."""
+    from autograder.tables import write_text_atomic
+
+    write_text_atomic(path, json.dumps(state, indent=1, sort_keys=True) + "\n")
 
 
 def finished_candidate(state: dict, allocation: dict[str, float]) -> dict | None:
@@ -338,23 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, allocation in candidates.items():
         size = 100 * sparse_model_size_ratio(course_vgg, allocation)
-        entry = finished_candidate(state, allocation)
         predicted = sum(float(np.interp(s, grid, curves[n])) for n, s in allocation.items())
-        if entry is None and args.report:
-            rows.append(
-                {
-                    "allocation": label,
-                    "size, course VGG (%)": size,
-                    "predicted drop (points)": predicted,
-                    "pruned (%)": "not run",
-                    "fine-tuned (%)": "not run",
-                    "vs dense (points)": "",
-                    "per epoch (%)": "",
-                    "wall s": "",
-                }
-            )
-            continue
-        if entry is None:
+        entry = finished_candidate(state, allocation)
+        reused = "" if entry is None else " (read back)"
+        if entry is None and not args.report:
             print(f"\n{label}: {size:.1f}% of the dense size, fine-tuning", flush=True)
             candidate_began = time.perf_counter()
             # Every candidate sees the same batches and augmentation (the loader's epochs
@@ -383,23 +369,20 @@ def main(argv: list[str] | None = None) -> int:
             }
             state["candidates"].append(entry)
             save_state(path, state)
-            reused = ""
+        row = {"allocation": label, "size, course VGG (%)": size}
+        row["predicted drop (points)"] = predicted
+        if entry is None:  # --report, and not fine-tuned yet
+            row["pruned (%)"] = row["fine-tuned (%)"] = "not run"
+            row["vs dense (points)"] = row["per epoch (%)"] = row["wall s"] = ""
         else:
-            reused = " (read back)"
-        final = entry["history"][-1]
-        rows.append(
-            {
-                "allocation": label,
-                "size, course VGG (%)": size,
-                "predicted drop (points)": predicted,
-                "pruned (%)": entry["pruned"],
-                "fine-tuned (%)": final,
-                "vs dense (points)": final - dense_accuracy,
-                "per epoch (%)": " / ".join(f"{a:.2f}" for a in entry["history"]),
-                "wall s": f"{entry['wall_s']:.0f}{reused}",
-            }
-        )
-        print(f"  {label}: {size:.1f}% -> {final:.2f}%{reused}", flush=True)
+            final = entry["history"][-1]
+            row["pruned (%)"] = entry["pruned"]
+            row["fine-tuned (%)"] = final
+            row["vs dense (points)"] = final - dense_accuracy
+            row["per epoch (%)"] = " / ".join(f"{a:.2f}" for a in entry["history"])
+            row["wall s"] = f"{entry['wall_s']:.0f}{reused}"
+            print(f"  {label}: {size:.1f}% -> {final:.2f}%{reused}", flush=True)
+        rows.append(row)
 
     print(f"\n## Fine-tuned with the masks kept (test split, dense {dense_accuracy:.2f}%)\n")
     print(markdown(rows))
